@@ -1,0 +1,116 @@
+"""`meshlearn run`, `demo` and `config show`: simulate experiments from a TOML file or a preset."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meshlearn.cli import app
+from meshlearn.config import dump_with_comments, load_config
+from meshlearn.errors import ConfigError
+from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.store import RunStore
+
+console = Console()
+config_app = typer.Typer(help="Inspect experiment configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("meshlearn.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def resolve_config_path(config: str) -> Path:
+    """A path to a TOML file, or the name of a bundled preset."""
+    path = Path(config)
+    if path.exists():
+        return path
+    if config in preset_names():
+        return Path(str(resources.files("meshlearn.presets") / f"{config}.toml"))
+    raise ConfigError("config", f"no file {config!r} and no preset of that name", preset_names())
+
+
+def load_experiment(config: str, overrides: list[str]) -> ExperimentConfig:
+    return load_config(ExperimentConfig, resolve_config_path(config), overrides)
+
+
+@app.command("run")
+def run_cmd(
+    config: Optional[str] = typer.Argument(None, help="TOML file or preset name (see `meshlearn config show`)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set fl.rounds=10 (repeatable)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Resume a stored run (id, unique prefix or 'latest')."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS or ./runs]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, only the summary."),
+) -> None:
+    """Simulate a federated-learning experiment and store its metrics, config and checkpoints."""
+    if (config is None) == (resume is None):
+        raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
+    cfg = load_experiment(config, set_) if config else None
+    execute(cfg, RunStore(runs_dir), resume, quiet)
+
+
+@app.command("demo")
+def demo_cmd(
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: ./runs]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, only the summary."),
+) -> None:
+    """Run the quickstart: FedAvg, 20 IoT clients, lossy uplink, one crash, digits data."""
+    execute(load_experiment("quickstart", []), RunStore(runs_dir), None, quiet)
+
+
+@config_app.command("show")
+def config_show(preset: Optional[str] = typer.Argument(None, help="Preset or TOML file to resolve; omit for defaults.")) -> None:
+    """Print every config key with its value and a comment saying what it does."""
+    cfg = load_experiment(preset, []) if preset else ExperimentConfig()
+    typer.echo(dump_with_comments(cfg))
+
+
+def execute(cfg: ExperimentConfig | None, store: RunStore, resume: str | None, quiet: bool) -> None:
+    from meshlearn.experiment.run import run_simulated
+
+    rounds = cfg.fl.rounds if cfg else _stored_rounds(store, resume)
+    with _progress(quiet) as progress:
+        task = progress.add_task("rounds", total=rounds)
+
+        def on_round(n: int, m: dict) -> None:
+            progress.update(task, completed=n, description=f"acc {m.get('accuracy', float('nan')):.3f}")
+
+        try:
+            outcome = run_simulated(cfg, store=store, resume=resume, on_round=on_round)
+        except KeyboardInterrupt:
+            progress.stop()
+            console.print("[yellow]interrupted[/]: completed rounds are saved; resume with "
+                          "`meshlearn run --resume latest`")
+            sys.exit(130)
+    print_summary(outcome)
+
+
+def _stored_rounds(store: RunStore, resume: str) -> int:
+    return load_config(ExperimentConfig, store.open_run(resume).path / "config.toml").fl.rounds
+
+
+def _progress(quiet: bool) -> Progress:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    return Progress(*columns, console=console, disable=quiet, transient=False)
+
+
+def print_summary(outcome) -> None:
+    info = outcome.run.reload() or outcome.run.info
+    table = Table(title=f"run {outcome.run.id}", show_header=False)
+    final = outcome.final
+    rows = [("rounds", str(outcome.rounds)), ("test accuracy", f"{final.get('accuracy', float('nan')):.4f}"),
+            ("test loss", f"{final.get('loss', float('nan')):.4f}"),
+            ("bytes up (total)", f"{info.get('bytes_up', 0):,.0f}"),
+            ("bytes down (total)", f"{info.get('bytes_down', 0):,.0f}"),
+            ("virtual time", f"{final.get('virtual_time', 0):.1f} s"), ("wall time", f"{outcome.wall_s:.1f} s"),
+            ("stored in", str(outcome.run.path))]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)

@@ -1,0 +1,71 @@
+"""`meshlearn runs list | show | export`: look at what the run store holds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meshlearn.cli import app
+from meshlearn.errors import ConfigError
+from meshlearn.store import RunStore, export_csv, export_json
+
+console = Console()
+runs_app = typer.Typer(help="List, inspect and export stored runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+RUNS_DIR = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS or ./runs].")
+SHOW_KEYS = ["accuracy", "loss", "bytes_up", "bytes_down", "clients_completed", "clients_dropped", "virtual_time"]
+
+
+@runs_app.command("list")
+def list_cmd(runs_dir: Optional[Path] = RUNS_DIR) -> None:
+    """Every run, newest first, with status and final accuracy."""
+    runs = RunStore(runs_dir).list_runs()
+    if not runs:
+        console.print("no runs yet: try `meshlearn demo`")
+        return
+    table = Table("id", "status", "rounds", "accuracy", "created")
+    for r in runs:
+        acc = r.info.get("final_accuracy")
+        table.add_row(r.id, r.status, str(r.info.get("completed_round", "")),
+                      "" if acc is None else f"{acc:.4f}", r.created)
+    console.print(table)
+
+
+@runs_app.command("show")
+def show_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 'latest'."),
+             runs_dir: Optional[Path] = RUNS_DIR) -> None:
+    """Per-round metrics of one run and where its files are."""
+    r = RunStore(runs_dir).open_run(run)
+    rows = r.metrics_reader().round_table(SHOW_KEYS)
+    table = Table("round", *SHOW_KEYS, title=f"{r.id}  [{r.status}]")
+    for row in rows:
+        table.add_row(str(row["round"]), *(_fmt(row.get(k)) for k in SHOW_KEYS))
+    console.print(table)
+    console.print(f"config: {r.path / 'config.toml'}\nmetrics: {r.path / 'metrics.sqlite'}")
+
+
+@runs_app.command("export")
+def export_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 'latest'."),
+               fmt: str = typer.Option("csv", "--format", "-f", help="csv (one row per round) or json (everything)."),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file [default: inside the run]."),
+               runs_dir: Optional[Path] = RUNS_DIR) -> None:
+    """Write a run's metrics as CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise ConfigError("--format", f"unknown format {fmt!r}", ["csv", "json"])
+    r = RunStore(runs_dir).open_run(run)
+    path = export_csv(r, out) if fmt == "csv" else export_json(r, out)
+    console.print(f"wrote {path}")
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return f"{value:,.0f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

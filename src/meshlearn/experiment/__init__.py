@@ -1,0 +1,1 @@
+"""Experiments: the typed config of one run and the code that wires it into a runtime."""

@@ -1,0 +1,119 @@
+"""Turn an ExperimentConfig into live objects: data, workspace, network, nodes, simulator.
+
+Node ids are `server` and `client-00` … `client-NN`. Every random choice derives from the root
+seed through named child seeds, so a run is reproduced exactly by its config alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from meshlearn.data import load_dataset, partition
+from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.fl.client import FLClient
+from meshlearn.fl.server import FLServer, ServerSettings
+from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
+from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology, server_profile
+from meshlearn.runtime.executor import InlineExecutor
+from meshlearn.sim.runtime import Simulator
+from meshlearn.wire import FrameCodec, TensorCodec
+
+__all__ = ["SERVER", "client_ids", "build_workspace", "server_settings", "build_simulation", "Simulation"]
+
+SERVER = "server"
+
+
+def client_ids(n: int) -> list[str]:
+    width = max(2, len(str(n - 1)))
+    return [f"client-{i:0{width}d}" for i in range(n)]
+
+
+def _seed(cfg: ExperimentConfig, purpose: str) -> int:
+    """A 32-bit seed for one purpose (data split, partition, model init, ...) from the root seed."""
+    tag = int.from_bytes(purpose.encode()[:8].ljust(8, b"\0"), "little")
+    return int(np.random.SeedSequence([cfg.seed, tag]).generate_state(1)[0])
+
+
+def build_workspace(cfg: ExperimentConfig) -> Workspace:
+    """Load the dataset, split it over the clients and return the task workspace."""
+    d = cfg.data
+    if d.dataset in ("digits", "csv"):
+        params = {"test_fraction": d.test_fraction, "seed": _seed(cfg, "split")}
+        if d.path:
+            params["path"] = d.path
+    else:
+        params = {"path": d.path}
+    train, test = load_dataset(d.dataset, **params)
+    kwargs = {"dirichlet": {"alpha": d.alpha}, "quantity_skew": {"alpha": d.alpha},
+              "shards": {"classes_per_client": d.classes_per_client}}.get(d.partition, {})
+    rng = np.random.default_rng(_seed(cfg, "partition"))
+    parts = partition(d.partition, train.y, d.clients, rng, **kwargs)
+    ids = client_ids(d.clients)
+    return Workspace(train, test, dict(zip(ids, parts)), cfg.model.name, cfg.model.params(), _seed(cfg, "model"))
+
+
+def server_settings(cfg: ExperimentConfig) -> ServerSettings:
+    f = cfg.fl
+    return ServerSettings(
+        rounds=f.rounds, fraction=f.fraction, min_clients=cfg.data.clients, join_timeout_s=f.join_timeout_s,
+        round_deadline_s=f.round_deadline_s, min_completion=f.min_completion, epochs=f.epochs,
+        batch_size=f.batch_size, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
+        prox_mu=f.prox_mu if f.algorithm == "fedprox" else 0.0)
+
+
+def make_train_task(client: str, params, **meta) -> TrainTask:
+    return TrainTask(client=client, params=params, **meta)
+
+
+def make_eval_task(params) -> EvalTask:
+    return EvalTask(params=params)
+
+
+def build_network(cfg: ExperimentConfig, clients: list[str]) -> Network:
+    n = cfg.network
+    base = dict(latency_s=n.latency_s, jitter_s=n.jitter_s, bandwidth_bps=n.bandwidth_bps, mtu=n.mtu, rto_s=n.rto_s)
+    link = LinkSpec(**base)
+    overrides = {}
+    for c in clients:
+        if n.uplink_loss:
+            overrides[(c, SERVER)] = LinkSpec(**base, loss=n.uplink_loss)
+        if n.downlink_loss:
+            overrides[(SERVER, c)] = LinkSpec(**base, loss=n.downlink_loss)
+    rng = np.random.default_rng(_seed(cfg, "devices"))
+    devices = dict(zip(clients, draw_profiles(n.devices, len(clients), rng)))
+    devices[SERVER] = server_profile()
+    topo = make_topology("star", [SERVER, *clients], np.random.default_rng(_seed(cfg, "topology")))
+    seq = np.random.SeedSequence([cfg.seed, _seed(cfg, "links")])
+    return Network(topo, link, devices, seq, link_overrides=overrides)
+
+
+@dataclass
+class Simulation:
+    """A ready-to-run simulated experiment."""
+
+    config: ExperimentConfig
+    sim: Simulator
+    server: FLServer
+    clients: list[FLClient]
+    workspace: Workspace
+
+
+def build_simulation(cfg: ExperimentConfig, *, sink=None, on_checkpoint=None, resume=None,
+                     trace: bool = False, start_time: float = 0.0) -> Simulation:
+    """Everything for one simulated FL run; `resume=(round, params)` continues a stored run."""
+    workspace = build_workspace(cfg)
+    ids = client_ids(cfg.data.clients)
+    network = build_network(cfg, ids)
+    codec = TensorCodec(compression=cfg.wire.compression, quantize=cfg.wire.quantize)
+    sim = Simulator(network, seed=cfg.seed, executor=InlineExecutor(workspace), devices=network.devices,
+                    codec=codec, frames=FrameCodec(None), sink=sink, on_checkpoint=on_checkpoint,
+                    trace=trace, stop_on=[SERVER], start_time=start_time)
+    server = FLServer(SERVER, initial_params(workspace), server_settings(cfg), make_eval_task, resume=resume)
+    clients = [FLClient(c, SERVER, make_train_task) for c in ids]
+    sim.add_nodes([server, *clients])
+    fault_rng = np.random.default_rng(_seed(cfg, "faults"))
+    horizon = cfg.fl.rounds * (cfg.fl.round_deadline_s + 60.0)
+    sim.schedule_faults(cfg.faults.expand([SERVER, *ids], fault_rng, horizon))
+    return Simulation(cfg, sim, server, clients, workspace)

@@ -1,0 +1,71 @@
+"""The federated-learning client node: joins, trains on request, replies with its update.
+
+The client keeps no state between rounds beyond the round it is working on, so a crash and
+recovery only costs the round in progress. Training runs as a task on the executor.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from meshlearn.fl import messages as kinds
+from meshlearn.node import Context, Node
+from meshlearn.wire import Message
+
+__all__ = ["FLClient"]
+
+
+class FLClient(Node):
+    """Trains the global model on local data when the server asks."""
+
+    def __init__(self, node_id: str, server: str, train_task_factory: Callable[..., object],
+                 rejoin_s: float = 30.0):
+        super().__init__(node_id)
+        self.server = server
+        self.rejoin_s = rejoin_s  # re-send fl.join after this long without word from the server
+        self.make_train_task = train_task_factory  # (client, params, **meta) -> task
+        self.task_id: int | None = None
+        self.task_round: int | None = None
+        self.finished = False
+
+    def on_start(self, ctx: Context) -> None:
+        self.task_id = self.task_round = None
+        self._join(ctx)
+
+    def _join(self, ctx: Context) -> None:
+        """Announce ourselves; repeated while the server is silent, so a restarted server finds us."""
+        ctx.send(self.server, Message(kinds.JOIN, {}))
+        ctx.set_timer("rejoin", self.rejoin_s)
+
+    def on_timer(self, ctx: Context, name: str) -> None:
+        if name == "rejoin" and self.task_id is None:
+            self._join(ctx)
+        elif name == "rejoin":
+            ctx.set_timer("rejoin", self.rejoin_s)
+
+    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        if src != self.server:
+            ctx.log(f"ignored {msg.kind!r} from {src}: not my server", level="warning")
+            return
+        ctx.set_timer("rejoin", self.rejoin_s)
+        if msg.kind == kinds.TRAIN:
+            self._train(ctx, msg)
+        elif msg.kind == kinds.SHUTDOWN:
+            self.finished = True
+            ctx.cancel_timer("rejoin")
+            ctx.stop()
+
+    def _train(self, ctx: Context, msg: Message) -> None:
+        m = msg.meta
+        task = self.make_train_task(self.node_id, msg.tensors, epochs=m["epochs"], batch_size=m["batch_size"],
+                                    lr=m["lr"], momentum=m["momentum"], weight_decay=m["weight_decay"],
+                                    prox_mu=m["prox_mu"], seed=m["seed"])
+        self.task_round = m["round"]
+        self.task_id = ctx.submit(task)
+
+    def on_task_done(self, ctx: Context, task_id: int, result) -> None:
+        if task_id != self.task_id:
+            return
+        meta = {"round": self.task_round, "num_samples": int(result.num_samples), "loss": float(result.loss)}
+        ctx.send(self.server, Message(kinds.UPDATE, meta, result.params))
+        self.task_id = None

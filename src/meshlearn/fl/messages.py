@@ -1,0 +1,18 @@
+"""Message kinds of the federated-learning protocol (server ⇄ clients).
+
+ONLY APPEND to this list: the strings are part of the wire protocol between versions.
+
+    client → server  fl.join      meta: {}                          "I am here, send me work"
+    server → client  fl.train     meta: round, epochs, batch_size,  tensors: global parameters
+                                        lr, momentum, weight_decay,
+                                        prox_mu, seed
+    client → server  fl.update    meta: round, num_samples, loss    tensors: trained parameters
+    server → client  fl.shutdown  meta: reason                      the run is over
+"""
+
+JOIN = "fl.join"
+TRAIN = "fl.train"
+UPDATE = "fl.update"
+SHUTDOWN = "fl.shutdown"
+
+__all__ = ["JOIN", "TRAIN", "UPDATE", "SHUTDOWN"]

@@ -1,0 +1,139 @@
+"""The network: per-pair links over a topology, device bandwidth limits, partitions, byte counters.
+
+``Network`` is what a runtime asks "if ``src`` sends ``nbytes`` to ``dst`` at ``now``, when does
+it arrive?". Each directed pair gets its own ``Link`` on first use, with a Generator derived from
+the root ``SeedSequence`` and a SHA-256 of the pair's names, so a pair's randomness does not depend
+on which pairs were used before it. Only direct neighbours talk; there is no multi-hop routing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import numpy as np
+
+from meshlearn.errors import UsageError
+from meshlearn.net.devices import DeviceProfile
+from meshlearn.net.link import DatagramTransfer, Link, LinkSpec, Transfer
+from meshlearn.net.packetizer import packet_sizes
+from meshlearn.net.topology import Topology
+
+__all__ = ["Network", "pair_rng"]
+
+
+def pair_rng(seed_seq: np.random.SeedSequence, src: str, dst: str) -> np.random.Generator:
+    """Generator for the directed pair ``(src, dst)``, independent of any other pair's use."""
+    digest = hashlib.sha256(f"link\x00{src}\x00{dst}".encode()).digest()
+    words = tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
+    child = np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, *words))
+    return np.random.default_rng(child)
+
+
+class Network:
+    """Links between nodes, created lazily per directed pair, plus partitions and byte counters.
+
+    ``link_overrides[(a, b)]`` replaces the default ``link`` spec for ``a → b`` only: links are
+    directed, so an uplink and its downlink are configured separately. With ``topology=None``
+    every pair may talk.
+    """
+
+    def __init__(
+        self,
+        topology: Topology | None,
+        link: LinkSpec,
+        devices: dict[str, DeviceProfile],
+        seed_seq: np.random.SeedSequence,
+        link_overrides: dict[tuple[str, str], LinkSpec] | None = None,
+    ):
+        self.topology = topology
+        self.link_spec = link
+        self.devices = dict(devices)
+        self.seed_seq = seed_seq
+        self.link_overrides = dict(link_overrides or {})
+        for pair in self.link_overrides:
+            for node in pair:
+                self._check_node(node)
+        self.links: dict[tuple[str, str], Link] = {}
+        self._group: dict[str, int] | None = None
+        self.bytes_sent: defaultdict[str, int] = defaultdict(int)
+        self.bytes_received: defaultdict[str, int] = defaultdict(int)
+        self.wire_bytes_sent: defaultdict[str, int] = defaultdict(int)
+
+    # -- reachability -------------------------------------------------------------------
+
+    def partition(self, groups: list[list[str]] | tuple[tuple[str, ...], ...]) -> None:
+        """Split the network: only nodes in the same group talk; unlisted nodes form one more group."""
+        group: dict[str, int] = {}
+        for i, members in enumerate(groups):
+            for node in members:
+                if node in group:
+                    raise UsageError(f"node {node!r} is in two partition groups; put it in one")
+                group[node] = i
+        self._group = group
+
+    def heal(self) -> None:
+        """End the partition."""
+        self._group = None
+
+    @property
+    def partitioned(self) -> bool:
+        return self._group is not None
+
+    def reachable(self, src: str, dst: str) -> bool:
+        """True when ``src`` may send to ``dst`` now (an edge exists and no partition separates them)."""
+        self._check_node(src)
+        self._check_node(dst)
+        if src == dst:
+            raise UsageError(f"{src!r} sends to itself; deliver locally instead of through the network")
+        if self.topology is not None and not self.topology.has_edge(src, dst):
+            return False
+        return self._group is None or self._group.get(src, -1) == self._group.get(dst, -1)
+
+    def _check_node(self, node: str) -> None:
+        if self.topology is not None and node not in self.topology:
+            raise UsageError(f"unknown node {node!r}: it is not in the topology")
+
+    # -- links --------------------------------------------------------------------------
+
+    def link(self, src: str, dst: str) -> Link:
+        """The ``Link`` carrying ``src → dst`` (created on first use)."""
+        key = (src, dst)
+        if key not in self.links:
+            spec = self.link_overrides.get(key) or self.link_spec
+            self.links[key] = Link(spec, pair_rng(self.seed_seq, src, dst))
+        return self.links[key]
+
+    def bandwidth(self, src: str, dst: str) -> float:
+        """Effective rate: min of the link, ``src``'s uplink and ``dst``'s downlink (when known)."""
+        rates = [self.link(src, dst).spec.bandwidth_bps]
+        if src in self.devices:
+            rates.append(self.devices[src].up_bps)
+        if dst in self.devices:
+            rates.append(self.devices[dst].down_bps)
+        return min(rates)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def transmit(self, src: str, dst: str, nbytes: int, now: float, reliable: bool = True) -> Transfer | None:
+        """Send a message; None when ``dst`` is not a neighbour or a partition separates them."""
+        if not self.reachable(src, dst):
+            return None
+        result = self.link(src, dst).transmit(nbytes, now, reliable, self.bandwidth(src, dst))
+        self._count(src, dst, nbytes, result.wire_bytes, nbytes if result.delivered else 0)
+        return result
+
+    def transmit_datagram(self, src: str, dst: str, nbytes: int, now: float) -> DatagramTransfer | None:
+        """Send datagrams; the receiver gets only the packets in ``mask``. None when unreachable."""
+        if not self.reachable(src, dst):
+            return None
+        link = self.link(src, dst)
+        result = link.transmit_datagram(nbytes, now, self.bandwidth(src, dst))
+        sizes = packet_sizes(nbytes, link.spec.mtu, link.spec.header_bytes)
+        self._count(src, dst, nbytes, result.wire_bytes, int(sizes[result.mask].sum()))
+        return result
+
+    def _count(self, src: str, dst: str, sent: int, wire: int, received: int) -> None:
+        self.bytes_sent[src] += int(sent)
+        self.wire_bytes_sent[src] += int(wire)
+        self.bytes_received[dst] += int(received)

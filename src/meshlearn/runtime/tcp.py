@@ -1,0 +1,362 @@
+"""Reliable messages over TCP: one connection per (local node, remote node) pair.
+
+Wire protocol (every unit is a :class:`~meshlearn.wire.FrameCodec` frame)::
+
+    connector                                   listener
+    ── seal(local, rt.hello {dst, nonce}) ──►   checks MAC, that dst is hosted here
+    ◄── seal(dst, rt.welcome {nonce})     ──    binds route (dst, local) -> this connection
+    ◄─────── seal(src, encode_message(msg)) ───►   both directions, until either side closes
+
+The welcome echoes the connector's nonce, so the connector knows the listener holds the
+cluster secret and really accepted (a rejected hello just sees the connection close).
+Handshake frames are counted as control bytes, never as a node's tx/rx bytes.
+
+What a peer gets wrong never crashes the runtime; it is counted in ``stats`` and logged:
+
+* a malformed or oversized frame header, a truncated frame, a failed MAC, or a frame whose
+  ``src`` differs from the one the handshake bound: the stream can no longer be trusted, so
+  that connection is closed (others keep being served);
+* a frame that opens fine but whose message does not decode: that message is dropped and the
+  connection kept (the runtime's ``receive`` does this).
+
+Outbound connections are made lazily on the first send to a node in ``peers``. While a
+connect attempt is in flight up to ``queue_max`` frames wait for it; when the attempt fails
+they are dropped, later sends are dropped until the next attempt, and the transport retries
+every ``connect_retry_s`` for as long as something is being sent. Nothing queues without
+bound. When a connection closes its route is removed.
+
+This module owns sockets only; nodes, counters and decoding live in ``aio.py`` (the host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshlearn.errors import AuthError, PeerError, ProtocolError
+from meshlearn.wire import HEADER_SIZE, MAC_SIZE, FrameCodec, Message, decode_message, encode_message
+
+__all__ = ["TcpTransport", "Host", "read_frame", "FrameTooLarge", "HELLO", "WELCOME"]
+
+HELLO, WELCOME = "rt.hello", "rt.welcome"
+HELLO_MAX_BYTES = 4096  # a handshake frame is ~150 bytes; unauthenticated peers get no more
+_UNLIMITED = 2**40
+_NET_ERRORS = (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError)
+
+
+class Host(Protocol):
+    """What the transports need from the runtime (implemented by ``AsyncioRuntime``)."""
+
+    def is_hosted(self, node_id: str) -> bool: ...
+    def receive(self, local: str, src: str, payload: bytes, nbytes: int, reject_counter: str) -> None: ...
+    def written(self, node_id: str, nbytes: int) -> None: ...
+    def control(self, node_id: str | None, nbytes: int) -> None: ...
+    def report(self, counter: str, node_id: str | None, text: str) -> None: ...
+    def log(self, node_id: str | None, level: str, text: str) -> None: ...
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame header declares more bytes than this runtime accepts."""
+
+
+async def read_frame(reader: asyncio.StreamReader, parser: FrameCodec, limit: int) -> tuple[int, str, bytes]:
+    """Read one frame; returns ``(frame bytes, src, payload)``.
+
+    Raises ``IncompleteReadError`` at end of stream, :class:`FrameTooLarge` before reading an
+    oversized body, ``ProtocolError``/``AuthError`` for a bad header or MAC. ``parser`` must not
+    limit sizes itself (``limit`` does), so oversized frames are told apart from malformed ones.
+    """
+    head = await reader.readexactly(HEADER_SIZE)
+    src_len, body_len, has_mac = parser.parse_header(head)
+    size = HEADER_SIZE + src_len + body_len + (MAC_SIZE if has_mac else 0)
+    if size > limit:
+        raise FrameTooLarge(f"frame header declares {size} bytes, over the limit of {limit}")
+    frame = head + await reader.readexactly(size - HEADER_SIZE)
+    src, payload = parser.open(frame)
+    return size, src, payload
+
+
+@dataclass(eq=False)
+class _Link:
+    """One live connection; ``local`` is the node hosted here, ``remote`` the node at the far end."""
+
+    local: str
+    remote: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    outbound: bool
+    task: asyncio.Task | None = None
+
+
+@dataclass(eq=False)
+class _Dial:
+    """Outbound connection attempts for one (local, remote) pair."""
+
+    queue: deque = field(default_factory=deque)
+    attempting: bool = False
+    wanted: bool = False  # something was sent since the last failed attempt: keep retrying
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class TcpTransport:
+    """Listener, connector and per-pair routes for reliable frames."""
+
+    def __init__(
+        self,
+        host: Host,
+        frames: FrameCodec,
+        parser: FrameCodec,
+        peers: dict[str, tuple[str, int]],
+        *,
+        max_frame_bytes: int,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        connect_retry_s: float = 1.0,
+        handshake_timeout: float = 10.0,
+        queue_max: int = 16,
+    ):
+        self.host, self.frames, self.parser, self.peers = host, frames, parser, peers
+        self.max_frame_bytes = max_frame_bytes
+        self.ssl_server, self.ssl_client = ssl_server, ssl_client
+        self.connect_retry_s, self.handshake_timeout, self.queue_max = connect_retry_s, handshake_timeout, queue_max
+        self.routes: dict[tuple[str, str], _Link] = {}  # (local, remote) -> the connection used to send
+        self.links: set[_Link] = set()
+        self.dials: dict[tuple[str, str], _Dial] = {}
+        self.server: asyncio.Server | None = None
+        self._accepting: set[asyncio.Task] = set()
+
+    # ----- listening ----------------------------------------------------------------------
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self._accept, host, port, ssl=self.ssl_server)
+        return self.server.sockets[0].getsockname()[:2]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._accepting.add(task)
+        try:
+            link = await self._handshake_in(reader, writer)
+            if link is not None:
+                link.task = task
+                await self._read_loop(link)
+        finally:
+            self._accepting.discard(task)
+            writer.close()
+
+    async def _handshake_in(self, reader, writer) -> _Link | None:
+        where = _peername(writer)
+        try:
+            nbytes, src, payload = await asyncio.wait_for(
+                read_frame(reader, self.parser, HELLO_MAX_BYTES), self.handshake_timeout)
+            msg = decode_message(payload, max_bytes=HELLO_MAX_BYTES)
+        except (asyncio.TimeoutError, *_NET_ERRORS) as exc:
+            self.host.log(None, "info", f"connection from {where} closed before its handshake: {_why(exc)}")
+            return None
+        except PeerError as exc:
+            self.host.report(_counter(exc), None, f"rejected handshake from {where}: {exc}")
+            return None
+        dst, nonce = msg.meta.get("dst"), msg.meta.get("nonce")
+        if msg.kind != HELLO or not isinstance(dst, str) or not _valid_nonce(nonce):
+            why = f"expected {HELLO} with dst and nonce, got {msg!r}"
+        elif not self.host.is_hosted(dst):
+            why = f"it asks for node {dst!r}, which is not hosted here"
+        elif self.host.is_hosted(src):
+            why = f"it claims to be {src!r}, a node hosted here"
+        else:
+            welcome = self.frames.seal(dst, encode_message(Message(WELCOME, {"nonce": nonce})))
+            writer.write(welcome)
+            self.host.control(dst, nbytes + len(welcome))
+            link = _Link(dst, src, reader, writer, outbound=False)
+            self._bind(link)
+            return link
+        self.host.control(None, nbytes)
+        self.host.report("handshakes_rejected", None, f"rejected handshake from {src!r} at {where}: {why}")
+        return None
+
+    # ----- connecting ---------------------------------------------------------------------
+    def _start_dial(self, key: tuple[str, str]) -> _Dial:
+        dial = self.dials[key] = _Dial()
+        dial.task = asyncio.get_running_loop().create_task(self._dial_loop(key, dial))
+        dial.attempting = True  # the task's first step is an attempt: let sends queue now
+        dial.settled.clear()
+        return dial
+
+    async def _dial_loop(self, key: tuple[str, str], dial: _Dial) -> None:
+        local, remote = key
+        try:
+            while True:
+                dial.attempting, dial.wanted = True, False
+                dial.settled.clear()
+                try:
+                    link = await self._connect(local, remote)
+                except (asyncio.TimeoutError, PeerError, *_NET_ERRORS) as exc:
+                    link, why = None, _why(exc)
+                dial.attempting = False
+                dial.settled.set()
+                if link is not None:
+                    for frame in dial.queue:
+                        self._write(link, frame)
+                    return
+                lost = len(dial.queue)
+                dial.queue.clear()
+                self.host.log(local, "warning", f"cannot connect to {remote!r} at {self.peers.get(remote)}: {why}; "
+                              f"{lost} queued message(s) dropped, retrying every {self.connect_retry_s}s while sending")
+                for _ in range(lost):
+                    self.host.report("messages_dropped_unreachable", local, f"dropped a message to {remote!r}")
+                await asyncio.sleep(self.connect_retry_s)
+                if not dial.wanted:
+                    return
+        finally:
+            dial.attempting = False
+            dial.settled.set()
+            if self.dials.get(key) is dial:
+                del self.dials[key]
+
+    async def _connect(self, local: str, remote: str) -> _Link:
+        addr = self.peers[remote]
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(addr[0], addr[1], ssl=self.ssl_client), self.handshake_timeout)
+        try:
+            nonce = secrets.token_hex(16)
+            hello = self.frames.seal(local, encode_message(Message(HELLO, {"dst": remote, "nonce": nonce})))
+            writer.write(hello)
+            self.host.control(local, len(hello))
+            try:
+                nbytes, src, payload = await asyncio.wait_for(
+                    read_frame(reader, self.parser, HELLO_MAX_BYTES), self.handshake_timeout)
+            except asyncio.IncompleteReadError:
+                raise ConnectionError("the listener closed the connection during the handshake "
+                                      "(different secret, or the node id is not hosted there?)") from None
+            except PeerError as exc:
+                self.host.report(_counter(exc), local, f"bad handshake reply from {remote!r}: {exc}")
+                raise
+            self.host.control(local, nbytes)
+            msg = decode_message(payload, max_bytes=HELLO_MAX_BYTES)
+            if msg.kind != WELCOME or src != remote or msg.meta.get("nonce") != nonce:
+                raise ProtocolError(f"expected {WELCOME} from {remote!r} echoing our nonce, got {msg.kind!r} from {src!r}")
+        except BaseException:
+            writer.close()
+            raise
+        link = _Link(local, remote, reader, writer, outbound=True)
+        self._bind(link)
+        link.task = asyncio.get_running_loop().create_task(self._read_loop(link))
+        return link
+
+    # ----- routes, reading, writing -------------------------------------------------------
+    def _bind(self, link: _Link) -> None:
+        """The newest connection of a pair carries what we send; older ones are still read."""
+        self.links.add(link)
+        self.routes[(link.local, link.remote)] = link
+
+    def _unbind(self, link: _Link) -> None:
+        self.links.discard(link)
+        if self.routes.get((link.local, link.remote)) is link:
+            del self.routes[(link.local, link.remote)]
+
+    async def _read_loop(self, link: _Link) -> None:
+        where = f"{link.remote!r} ({_peername(link.writer)})"
+        try:
+            while True:
+                nbytes, src, payload = await read_frame(link.reader, self.parser, self.max_frame_bytes)
+                if src != link.remote:
+                    self.host.report("frames_rejected_auth", link.local,
+                                     f"closed connection from {where}: a frame claims src {src!r}")
+                    return
+                self.host.receive(link.local, src, payload, nbytes, "frames_rejected_malformed")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                self.host.report("frames_rejected_malformed", link.local, f"connection from {where} ended mid-frame")
+        except PeerError as exc:
+            self.host.report(_counter(exc), link.local, f"closed connection from {where}: {exc}")
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            self.host.log(link.local, "info", f"connection to {where} lost: {_why(exc)}")
+        finally:
+            self._unbind(link)
+            link.writer.close()
+
+    def _write(self, link: _Link, frame: bytes) -> bool:
+        if link.writer.is_closing():
+            return False
+        link.writer.write(frame)
+        self.host.written(link.local, len(frame))
+        return True
+
+    def send(self, src: str, dst: str, frame: bytes) -> int:
+        """Write, queue (connect in flight) or drop ``frame``; returns the bytes accepted."""
+        link = self.routes.get((src, dst))
+        if link is not None and self._write(link, frame):
+            return len(frame)
+        if dst not in self.peers:
+            self.host.report("messages_dropped_unreachable", src,
+                             f"dropped a message to {dst!r}: no connection and its address is not in peers")
+            return 0
+        dial = self.dials.get((src, dst)) or self._start_dial((src, dst))
+        if dial.attempting and len(dial.queue) < self.queue_max:
+            dial.queue.append(frame)
+            return len(frame)
+        dial.wanted = True
+        why = "connect queue full" if dial.attempting else "not connected, retry pending"
+        self.host.report("messages_dropped_unreachable", src, f"dropped a message to {dst!r}: {why}")
+        return 0
+
+    # ----- closing ------------------------------------------------------------------------
+    async def close(self, linger: float) -> None:
+        """Stop listening, let queued and buffered frames leave (up to ``linger`` s each), close."""
+        if self.server is not None:
+            self.server.close()
+        waiting = [asyncio.ensure_future(d.settled.wait()) for d in self.dials.values() if d.attempting and d.queue]
+        if waiting:
+            await asyncio.wait(waiting, timeout=linger)
+            for w in waiting:
+                w.cancel()
+        for dial in list(self.dials.values()):
+            dial.task.cancel()
+        await asyncio.gather(*(self._close_link(link, linger) for link in list(self.links)), return_exceptions=True)
+        for task in list(self._accepting):
+            task.cancel()
+        await asyncio.gather(*self._accepting, *(d.task for d in self.dials.values()), return_exceptions=True)
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    async def _close_link(self, link: _Link, linger: float) -> None:
+        """Flush, half-close and wait for the peer's EOF so nothing in flight is reset."""
+        writer = link.writer
+        try:
+            if not writer.is_closing():
+                writer.transport.set_write_buffer_limits(high=0)
+                await asyncio.wait_for(writer.drain(), linger)
+                if writer.can_write_eof() and link.task is not None:
+                    writer.write_eof()
+                    await asyncio.wait([link.task], timeout=linger)
+        except (asyncio.TimeoutError, *_NET_ERRORS):
+            pass
+        finally:
+            if link.task is not None and link.task is not asyncio.current_task():
+                link.task.cancel()
+            writer.close()
+            self._unbind(link)
+
+
+def _counter(exc: PeerError) -> str:
+    if isinstance(exc, FrameTooLarge):
+        return "frames_oversized"
+    return "frames_rejected_auth" if isinstance(exc, AuthError) else "frames_rejected_malformed"
+
+
+def _valid_nonce(nonce: object) -> bool:
+    return isinstance(nonce, str) and 16 <= len(nonce) <= 128
+
+
+def _peername(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

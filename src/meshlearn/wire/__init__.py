@@ -1,0 +1,55 @@
+"""meshlearn.wire: the one encoding of everything nodes exchange and store.
+
+* :class:`Message` (``message.py``): kind + JSON meta + named numpy tensors;
+* tensor codecs (``tensors.py``, ``quant.py``, ``compress.py``): fp16/int8 quantization,
+  zstd/lz4 compression, strict validation of what peers send;
+* the envelope (``envelope.py``): ``Message`` <-> deterministic bytes;
+* frames (``frame.py``): source id, length, optional HMAC; what sockets carry and what the
+  simulator counts, so simulated bytes equal real bytes;
+* files (``files.py``): safetensors checkpoints written atomically;
+* torch bridges (``torchio.py``): state dicts <-> numpy dicts (torch imported lazily).
+
+Typical use::
+
+    frames = FrameCodec(secret)
+    wire = frames.seal("client-3", encode_message(Message.make("fl.update", {"w": w}, round=2)))
+    src, payload = frames.open(wire)
+    msg = decode_message(payload)
+"""
+
+from meshlearn.wire.compress import COMPRESSORS, Compressor
+from meshlearn.wire.envelope import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECODED_BYTES,
+    MAX_HEADER_BYTES,
+    decode_message,
+    encode_message,
+)
+from meshlearn.wire.files import load_tensors, save_tensors
+from meshlearn.wire.frame import DEFAULT_MAX_FRAME_BYTES, HEADER_SIZE, MAC_SIZE, FrameCodec
+from meshlearn.wire.message import Message
+from meshlearn.wire.tensors import SUPPORTED_DTYPES, TensorCodec, decode_tensor, encode_tensor
+from meshlearn.wire.torchio import numpy_to_state, state_to_numpy
+
+__all__ = [
+    "COMPRESSORS",
+    "Compressor",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DECODED_BYTES",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "FrameCodec",
+    "HEADER_SIZE",
+    "MAC_SIZE",
+    "MAX_HEADER_BYTES",
+    "Message",
+    "SUPPORTED_DTYPES",
+    "TensorCodec",
+    "decode_message",
+    "decode_tensor",
+    "encode_message",
+    "encode_tensor",
+    "load_tensors",
+    "numpy_to_state",
+    "save_tensors",
+    "state_to_numpy",
+]

@@ -1,0 +1,150 @@
+"""Tensor files and checkpoints in safetensors format (never pickle).
+
+:func:`save_tensors` writes atomically: the bytes go to a temporary file in the same directory,
+are fsync'ed, then ``os.replace`` swaps it in, so a crash leaves either the old file or the new
+one, never a torn one. Small scalar metadata (round, seed, model name, ...) is stored as one
+JSON string under the safetensors metadata key ``"meshlearn"``.
+
+Files written by other tools load too (their meta is ``{}``). Missing, unreadable or corrupt
+files raise :class:`~meshlearn.errors.StoreError` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError, safe_open
+
+from meshlearn.errors import StoreError, UsageError
+
+__all__ = ["save_tensors", "load_tensors", "META_KEY", "MetaValue"]
+
+META_KEY = "meshlearn"
+MetaValue = Union[str, int, float, bool, None]
+
+
+def save_tensors(
+    path: str | os.PathLike[str],
+    tensors: dict[str, np.ndarray],
+    meta: dict[str, MetaValue] | None = None,
+) -> Path:
+    """Atomically write ``tensors`` (and scalar ``meta``) to ``path``; returns the path."""
+    path = Path(path)
+    data = _serialize(tensors, meta or {})
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+    _atomic_write(path, data)
+    return path
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, MetaValue]]:
+    """Read a safetensors file; returns ``(tensors, meta)``."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            raw_meta = (f.metadata() or {}).get(META_KEY)
+    except FileNotFoundError:
+        raise StoreError(f"tensor file {path} does not exist; check the path or the run directory") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise StoreError(f"tensor file {path} is not a readable safetensors file: {exc}") from None
+    return tensors, _parse_meta(path, raw_meta)
+
+
+def _serialize(tensors: dict[str, np.ndarray], meta: dict[str, MetaValue]) -> bytes:
+    _check_tensors(tensors)
+    _check_meta(meta)
+    arrays = {name: _little_endian(arr) for name, arr in tensors.items()}
+    header_meta = {META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))}
+    try:
+        return safetensors.numpy.save(arrays, metadata=header_meta)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise UsageError(f"cannot save tensors as safetensors: {exc}") from None
+
+
+def _little_endian(arr: np.ndarray) -> np.ndarray:
+    return np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")  # keeps 0-d shapes
+
+
+def _check_tensors(tensors: object) -> None:
+    if not isinstance(tensors, dict):
+        raise UsageError(f"tensors must be a dict of name -> numpy array, got {type(tensors).__name__}")
+    for name, arr in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"tensor name {name!r} must be a non-empty str")
+        if not isinstance(arr, np.ndarray):
+            raise UsageError(
+                f"tensor {name!r} is a {type(arr).__name__}; pass numpy arrays "
+                "(torch users: meshlearn.wire.state_to_numpy)"
+            )
+
+
+def _check_meta(meta: object) -> None:
+    if not isinstance(meta, dict):
+        raise UsageError(f"meta must be a dict of str -> str/int/float, got {type(meta).__name__}")
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            raise UsageError(f"meta key {key!r} must be a str")
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise UsageError(
+                f"meta[{key!r}] is a {type(value).__name__}; only str/int/float/bool/None are stored "
+                "(numpy scalars: use .item())"
+            )
+
+
+def _parse_meta(path: Path, raw: str | None) -> dict[str, MetaValue]:
+    if raw is None:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise StoreError(f"tensor file {path} has corrupt {META_KEY!r} metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"tensor file {path} has {META_KEY!r} metadata that is not a JSON object")
+    return meta
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def _remove_quietly(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
