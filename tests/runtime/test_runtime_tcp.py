@@ -219,6 +219,11 @@ def test_usage_errors():
         asyncio.run(AsyncioRuntime().run())
     with pytest.raises(UsageError, match="listen"):
         AsyncioRuntime(ssl_server=object())
+    with pytest.raises(UsageError, match="host, port"):
+        AsyncioRuntime(peers={"server": "127.0.0.1:7000"})
+    with pytest.raises(UsageError, match="secret"):
+        AsyncioRuntime(secret="not bytes")
+    assert AsyncioRuntime(start_time=100.0).now == 100.0  # a resumed run continues its clock
 
     class NeedsExecutor(Node):
         def on_start(self, ctx):
@@ -228,3 +233,56 @@ def test_usage_errors():
     rt.add_node(NeedsExecutor("n"))
     with pytest.raises(UsageError, match="executor"):
         rt.run_forever(timeout=5)
+
+
+class Counter(Node):
+    """Sends to `peer` every 20 ms; stops after `want` answers."""
+
+    def __init__(self, node_id, peer, want):
+        super().__init__(node_id)
+        self.peer, self.want, self.answers = peer, want, 0
+
+    def on_start(self, ctx):
+        self.on_timer(ctx, "tick")
+
+    def on_timer(self, ctx, name):
+        ctx.send(self.peer, Message.make("t.tick"))
+        ctx.set_timer("tick", 0.02)
+
+    def on_message(self, ctx, src, msg):
+        self.answers += 1
+        if self.answers == self.want:
+            ctx.stop()
+
+
+def test_dropped_connection_removes_the_route_and_a_later_send_reconnects():
+    counter = Counter("client", "server", want=6)
+
+    async def main():
+        first = await _server(Echo("server"))
+        port = first.address[1]
+        client = AsyncioRuntime(peers={"server": first.address}, secret=SECRET, connect_retry_s=0.05)
+        client.add_node(counter)
+        client_run = asyncio.ensure_future(client.run(timeout=10))
+        serving = asyncio.ensure_future(first.run(timeout=10))
+        await until(lambda: counter.answers >= 2, what="answers from the first server")
+        first.context("server").stop()
+        await serving
+        await until(lambda: ("client", "server") not in client.tcp.routes, what="route removal")
+        second = AsyncioRuntime(listen=(LOCAL, port), secret=SECRET)
+        second.add_node(Echo("server"))
+        serving = asyncio.ensure_future(second.run(timeout=10))
+        assert await client_run
+        second.context("server").stop()
+        await serving
+
+    asyncio.run(main())
+    assert counter.answers == 6
+
+
+def test_run_nodes_helper():
+    from meshlearn.runtime import run_nodes
+
+    pinger, ponger = Pinger("a", "b", count=1), Ponger("b")
+    rt = run_nodes([pinger, ponger], timeout=5, executor=InlineExecutor(Doubler()), seed=3)
+    assert not rt.timed_out and pinger.task_result == (1, 42)

@@ -129,12 +129,14 @@ class AsyncioRuntime:
         seed: int = 0,
         connect_retry_s: float = 1.0,
         handshake_timeout: float = 10.0,
+        start_time: float = 0.0,
     ):
         if ssl_server is not None and listen is None:
             raise UsageError("ssl_server wraps the listener: pass listen=(host, port) too")
         if not (isinstance(connect_retry_s, (int, float)) and connect_retry_s > 0):
             raise UsageError(f"connect_retry_s must be a positive number of seconds, got {connect_retry_s!r}")
-        self.listen, self.peers = listen, dict(peers or {})
+        self.listen = None if listen is None else _address("listen", listen)
+        self.peers = {str(k): _address(f"peers[{k!r}]", v) for k, v in (peers or {}).items()}  # live: add later
         self.executor, self.sink, self.on_checkpoint = executor, sink, on_checkpoint
         self.codec = codec or TensorCodec()
         self.frames = FrameCodec(secret, max_frame_bytes)
@@ -151,8 +153,9 @@ class AsyncioRuntime:
         self._seed = np.random.SeedSequence(seed)
         self._states: dict[str, _NodeState] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.start_time = start_time  # ctx.now at start(): a resumed run continues its clock
         self._t0 = 0.0
-        self._started = self._ran = False
+        self._started = self._ran = self._closing = False
         self._done: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -178,7 +181,7 @@ class AsyncioRuntime:
 
     @property
     def now(self) -> float:
-        return 0.0 if self._loop is None else self._loop.time() - self._t0
+        return self.start_time + (0.0 if self._loop is None else self._loop.time() - self._t0)
 
     # ----- running ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -188,13 +191,18 @@ class AsyncioRuntime:
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
         self._done = asyncio.Event()
+        try:
+            if self.listen is not None:
+                host, port = self.listen
+                self.address = await self.tcp.listen(host, port)
+                await self.udp.open(host, self.address[1])  # same port number, UDP
+            else:
+                await self.udp.open("0.0.0.0", 0)  # ephemeral: lets this side send datagrams
+        except BaseException:
+            await self.tcp.close(0.0)
+            self.udp.close()
+            raise
         self._started = True
-        if self.listen is not None:
-            host, port = self.listen
-            self.address = await self.tcp.listen(host, port)
-            await self.udp.open(host, self.address[1])
-        else:
-            await self.udp.open("0.0.0.0", 0)
 
     async def run(self, timeout: float | None = None) -> bool:
         """Start every node and serve until all hosted nodes stopped; returns False on timeout."""
@@ -225,6 +233,7 @@ class AsyncioRuntime:
         return asyncio.run(self.run(timeout))
 
     async def _shutdown(self) -> None:
+        self._closing = True  # from here on no handler runs: nodes cannot start new work
         for st in self._states.values():
             for handle in st.timers.values():
                 handle.cancel()
@@ -236,7 +245,7 @@ class AsyncioRuntime:
 
     def _dispatch(self, st: _NodeState, handler: Callable, *args: Any) -> None:
         """Call a node handler; PeerError is the peer's fault, anything else ends the run."""
-        if st.stopped:
+        if st.stopped or self._closing:
             return
         try:
             handler(st.ctx, *args)
@@ -351,6 +360,13 @@ class AsyncioRuntime:
         self.log_lines.append((self.now, node_id, level, text))
         lvl = logging.getLevelName(str(level).upper())
         _log.log(lvl if isinstance(lvl, int) else logging.INFO, "[t=%.3f %s] %s", self.now, node_id or "-", text)
+
+
+def _address(what: str, value: Any) -> tuple[str, int]:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and 0 <= value[1] < 65536):
+        raise UsageError(f"{what} must be a (host, port) pair like ('127.0.0.1', 7000), got {value!r}")
+    return value[0], value[1]
 
 
 def run_nodes(nodes: Iterable[Node], *, timeout: float | None = None, **options: Any) -> AsyncioRuntime:

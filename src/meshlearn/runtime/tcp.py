@@ -128,7 +128,8 @@ class TcpTransport:
         self.links: set[_Link] = set()
         self.dials: dict[tuple[str, str], _Dial] = {}
         self.server: asyncio.Server | None = None
-        self._accepting: set[asyncio.Task] = set()
+        self._accepting: dict[asyncio.Task, asyncio.StreamWriter] = {}  # handshakes in progress
+        self._closing = False
 
     # ----- listening ----------------------------------------------------------------------
     async def listen(self, host: str, port: int) -> tuple[str, int]:
@@ -136,16 +137,20 @@ class TcpTransport:
         return self.server.sockets[0].getsockname()[:2]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Never cancelled (Python 3.11's start_server callback mishandles cancelled tasks):
+        # close() closes the writer instead, which ends the handshake read.
         task = asyncio.current_task()
-        self._accepting.add(task)
+        self._accepting[task] = writer
         try:
             link = await self._handshake_in(reader, writer)
-            if link is not None:
-                link.task = task
-                await self._read_loop(link)
         finally:
-            self._accepting.discard(task)
-            writer.close()
+            del self._accepting[task]
+        if link is not None and not self._closing:
+            link.task = asyncio.get_running_loop().create_task(self._read_loop(link))
+            return
+        if link is not None:
+            self._unbind(link)
+        writer.close()
 
     async def _handshake_in(self, reader, writer) -> _Link | None:
         where = _peername(writer)
@@ -193,7 +198,7 @@ class TcpTransport:
                 dial.settled.clear()
                 try:
                     link = await self._connect(local, remote)
-                except (asyncio.TimeoutError, PeerError, *_NET_ERRORS) as exc:
+                except Exception as exc:  # whatever went wrong, this attempt failed
                     link, why = None, _why(exc)
                 dial.attempting = False
                 dial.settled.set()
@@ -287,6 +292,8 @@ class TcpTransport:
 
     def send(self, src: str, dst: str, frame: bytes) -> int:
         """Write, queue (connect in flight) or drop ``frame``; returns the bytes accepted."""
+        if self._closing:
+            return 0
         link = self.routes.get((src, dst))
         if link is not None and self._write(link, frame):
             return len(frame)
@@ -305,7 +312,8 @@ class TcpTransport:
 
     # ----- closing ------------------------------------------------------------------------
     async def close(self, linger: float) -> None:
-        """Stop listening, let queued and buffered frames leave (up to ``linger`` s each), close."""
+        """Stop listening, let queued and buffered frames leave (up to ``linger`` s per stage), close."""
+        self._closing = True
         if self.server is not None:
             self.server.close()
         waiting = [asyncio.ensure_future(d.settled.wait()) for d in self.dials.values() if d.attempting and d.queue]
@@ -313,30 +321,31 @@ class TcpTransport:
             await asyncio.wait(waiting, timeout=linger)
             for w in waiting:
                 w.cancel()
-        for dial in list(self.dials.values()):
-            dial.task.cancel()
-        await asyncio.gather(*(self._close_link(link, linger) for link in list(self.links)), return_exceptions=True)
-        for task in list(self._accepting):
+        dials = [d.task for d in self.dials.values()]
+        for task in dials:
             task.cancel()
-        await asyncio.gather(*self._accepting, *(d.task for d in self.dials.values()), return_exceptions=True)
+        await asyncio.gather(*(self._close_link(link, linger) for link in list(self.links)), return_exceptions=True)
+        for writer in self._accepting.values():
+            writer.close()
+        if self._accepting or dials:
+            await asyncio.wait([*self._accepting, *dials], timeout=linger)
         if self.server is not None:
             await self.server.wait_closed()
 
     async def _close_link(self, link: _Link, linger: float) -> None:
-        """Flush, half-close and wait for the peer's EOF so nothing in flight is reset."""
+        """Half-close after the buffered frames, then wait for the peer's EOF before closing, so
+        the peer reads everything we sent and nothing in flight is reset."""
         writer = link.writer
         try:
-            if not writer.is_closing():
-                writer.transport.set_write_buffer_limits(high=0)
-                await asyncio.wait_for(writer.drain(), linger)
-                if writer.can_write_eof() and link.task is not None:
-                    writer.write_eof()
-                    await asyncio.wait([link.task], timeout=linger)
+            if not writer.is_closing() and writer.can_write_eof():  # plain TCP (TLS cannot half-close)
+                writer.write_eof()
+                await asyncio.wait([link.task], timeout=linger)
+            writer.close()  # flushes what is still buffered (TLS: then close_notify)
+            await asyncio.wait_for(writer.wait_closed(), linger)
         except (asyncio.TimeoutError, *_NET_ERRORS):
             pass
         finally:
-            if link.task is not None and link.task is not asyncio.current_task():
-                link.task.cancel()
+            link.task.cancel()
             writer.close()
             self._unbind(link)
 
