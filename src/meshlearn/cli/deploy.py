@@ -1,1 +1,129 @@
-"""`meshlearn serve` / `meshlearn join`: real FL server and client processes over TCP (filled in below)."""
+"""`meshlearn serve` and `meshlearn join`: FedAvg between real processes on one or many machines.
+
+    machine A:  MESHLEARN_SECRET=... meshlearn serve quickstart --listen 0.0.0.0:7070
+    machine B:  MESHLEARN_SECRET=... meshlearn join quickstart --server A:7070 --client-id client-00
+
+Every frame carries an HMAC-SHA256 under the shared cluster secret (from $MESHLEARN_SECRET or
+--secret-file); --tls-cert/--tls-key/--tls-ca add mutual TLS. The server stores the run like
+`meshlearn run` does, checkpoints every round, and `serve --resume RUN` continues a killed server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from meshlearn.cli import app
+from meshlearn.cli.run import load_experiment
+from meshlearn.errors import ConfigError, UsageError
+from meshlearn.store import RunStore
+
+SECRET_FILE = typer.Option(None, "--secret-file", help="File holding the cluster secret [default: $MESHLEARN_SECRET].")
+INSECURE = typer.Option(False, "--insecure", help="Run without a cluster secret (local experiments only).")
+TLS_CERT = typer.Option(None, "--tls-cert", help="PEM certificate of this process (enables mutual TLS).")
+TLS_KEY = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert.")
+TLS_CA = typer.Option(None, "--tls-ca", help="PEM CA bundle that signed the peers' certificates.")
+TIMEOUT = typer.Option(None, "--timeout", help="Give up after this many seconds [default: never].")
+
+
+def read_secret(secret_file: Optional[Path], insecure: bool) -> bytes | None:
+    """The cluster secret from --secret-file or $MESHLEARN_SECRET; refuse to run without one unless --insecure."""
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_bytes().strip()
+        except OSError as err:
+            raise UsageError(f"cannot read --secret-file {secret_file}: {err.strerror}") from None
+    else:
+        secret = os.environ.get("MESHLEARN_SECRET", "").encode()
+    if secret:
+        return secret
+    if insecure:
+        return None
+    raise UsageError("no cluster secret: set MESHLEARN_SECRET or pass --secret-file PATH "
+                     "(or --insecure for a local experiment without authentication)")
+
+
+def tls_files(cert, key, ca):
+    from meshlearn.experiment.deploy import TLSFiles
+
+    given = [x is not None for x in (cert, key, ca)]
+    if any(given) and not all(given):
+        raise UsageError("TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+    return TLSFiles(str(cert), str(key), str(ca)) if all(given) else None
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+@app.command("serve")
+def serve_cmd(
+    config: Optional[str] = typer.Argument(None, help="TOML file or preset name; data.clients is how many joins to wait for."),
+    listen: str = typer.Option("127.0.0.1:7070", "--listen", help="HOST:PORT to accept clients on."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set fl.rounds=5."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stored run at its last completed round."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS or ./runs]."),
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
+    tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
+    timeout: Optional[float] = TIMEOUT,
+) -> None:
+    """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints."""
+    from meshlearn.experiment.deploy import parse_address, serve_runtime
+    from meshlearn.experiment.run import RoundSink, prepare_run
+
+    if (config is None) == (resume is None):
+        raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
+    addr, secret, tls = parse_address(listen), read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    run, cfg, state, t0 = prepare_run(RunStore(runs_dir), load_experiment(config, set_) if config else None, resume)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+    def on_checkpoint(node, rnd, tensors, meta):
+        run.save_checkpoint(rnd, tensors, meta)
+        _say(f"checkpoint round {rnd} saved")
+
+    def on_round(rnd, m):
+        _say(f"round {rnd}: accuracy {m['accuracy']:.4f}, clients {m['clients_completed']:.0f}/"
+             f"{m['clients_selected']:.0f}, up {m['bytes_up']:,.0f} B, down {m['bytes_down']:,.0f} B")
+
+    runtime, server = serve_runtime(cfg, listen=addr, secret=secret, tls=tls, sink=RoundSink(run, on_round),
+                                    on_checkpoint=on_checkpoint, resume=state, start_time=t0)
+    run.set_status("running", mode="serve", listen=listen)
+    _say(f"serving run {run.id} on {listen}, starting at round {server.completed_round + 1}, "
+         f"waiting for {cfg.data.clients} clients")
+    finished = runtime.run_forever(timeout)
+    run.metrics.flush()
+    done = server.completed_round >= cfg.fl.rounds
+    run.set_status("completed" if done else "stopped", completed_round=server.completed_round)
+    _say(f"run {run.id}: {'completed' if done else 'stopped'} after round {server.completed_round}")
+    sys.exit(0 if finished and done else 1)
+
+
+@app.command("join")
+def join_cmd(
+    config: str = typer.Argument(..., help="The same TOML file or preset the server runs."),
+    server: str = typer.Option("127.0.0.1:7070", "--server", help="HOST:PORT of `meshlearn serve`."),
+    client_id: str = typer.Option(..., "--client-id", help="This client's id, e.g. client-03 (selects its data shard)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (keep it consistent with the server)."),
+    local_data: bool = typer.Option(False, "--local-data", help="Train on this machine's whole dataset (data.path) instead of a shard."),
+    rejoin_s: float = typer.Option(5.0, "--rejoin-s", help="Re-announce after this many silent seconds (finds a restarted server)."),
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
+    tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
+    timeout: Optional[float] = TIMEOUT,
+) -> None:
+    """Run one FL client: connect to the server, train when asked, exit when the run is over."""
+    from meshlearn.experiment.deploy import join_runtime, parse_address
+
+    cfg = load_experiment(config, set_)
+    addr, secret, tls = parse_address(server), read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    runtime, client = join_runtime(cfg, client_id, server=addr, secret=secret, tls=tls, local_data=local_data,
+                                   rejoin_s=rejoin_s)
+    _say(f"{client_id} joining {server}")
+    finished = runtime.run_forever(timeout)
+    _say(f"{client_id}: {'run finished' if client.finished else 'gave up'}")
+    sys.exit(0 if finished and client.finished else 1)

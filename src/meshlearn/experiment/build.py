@@ -20,9 +20,12 @@ from meshlearn.runtime.executor import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
 
-__all__ = ["SERVER", "client_ids", "build_workspace", "server_settings", "build_simulation", "Simulation"]
+__all__ = ["SERVER", "client_ids", "configure_torch", "build_workspace", "server_settings", "build_simulation", "Simulation"]
 
 SERVER = "server"
+# Real deployments always authenticate frames (HMAC-SHA256, 32 bytes each), so simulated frames do too:
+# the key's value is irrelevant, only the frame layout and size must match what sockets carry.
+SIM_SECRET = b"meshlearn-simulation"
 
 
 def client_ids(n: int) -> list[str]:
@@ -36,8 +39,16 @@ def _seed(cfg: ExperimentConfig, purpose: str) -> int:
     return int(np.random.SeedSequence([cfg.seed, tag]).generate_state(1)[0])
 
 
+def configure_torch(cfg: ExperimentConfig) -> None:
+    """Apply runtime.torch_threads (torch's default spins one thread per core in every process)."""
+    import torch
+
+    torch.set_num_threads(cfg.runtime.torch_threads)
+
+
 def build_workspace(cfg: ExperimentConfig) -> Workspace:
     """Load the dataset, split it over the clients and return the task workspace."""
+    configure_torch(cfg)
     d = cfg.data
     if d.dataset in ("digits", "csv"):
         params = {"test_fraction": d.test_fraction, "seed": _seed(cfg, "split")}
@@ -108,7 +119,7 @@ def build_simulation(cfg: ExperimentConfig, *, sink=None, on_checkpoint=None, re
     network = build_network(cfg, ids)
     codec = TensorCodec(compression=cfg.wire.compression, quantize=cfg.wire.quantize)
     sim = Simulator(network, seed=cfg.seed, executor=InlineExecutor(workspace), devices=network.devices,
-                    codec=codec, frames=FrameCodec(None), sink=sink, on_checkpoint=on_checkpoint,
+                    codec=codec, frames=FrameCodec(SIM_SECRET), sink=sink, on_checkpoint=on_checkpoint,
                     trace=trace, stop_on=[SERVER], start_time=start_time)
     server = FLServer(SERVER, initial_params(workspace), server_settings(cfg), make_eval_task, resume=resume)
     clients = [FLClient(c, SERVER, make_train_task) for c in ids]

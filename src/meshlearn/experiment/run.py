@@ -22,7 +22,7 @@ from meshlearn.experiment.build import build_simulation
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.store import Run, RunStore
 
-__all__ = ["RoundSink", "RunOutcome", "run_info", "run_simulated"]
+__all__ = ["RoundSink", "RunOutcome", "prepare_run", "run_info", "run_simulated"]
 
 RUN_KEYS = ("accuracy", "loss", "bytes_up", "bytes_down", "clients_completed", "clients_dropped", "virtual_time")
 
@@ -62,7 +62,8 @@ class RunOutcome:
     completed: bool
 
 
-def _prepare(store: RunStore, cfg: ExperimentConfig | None, resume: str | None):
+def prepare_run(store: RunStore, cfg: ExperimentConfig | None, resume: str | None):
+    """Create a run for `cfg`, or reopen `resume`: (run, config, (round, params) | None, virtual start time)."""
     if resume is None:
         run = store.create_run(cfg.name, to_toml(cfg), run_info(cfg))
         return run, cfg, None, 0.0
@@ -80,10 +81,7 @@ def _prepare(store: RunStore, cfg: ExperimentConfig | None, resume: str | None):
 def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str | None = None,
                   on_round: Callable[[int, dict], None] | None = None) -> RunOutcome:
     """Run (or resume) one simulated FL experiment; Ctrl-C leaves a resumable run behind."""
-    run, cfg, state, t0 = _prepare(store, cfg, resume)
-    import torch
-
-    torch.set_num_threads(cfg.runtime.torch_threads)
+    run, cfg, state, t0 = prepare_run(store, cfg, resume)
     save = run.save_checkpoint if cfg.runtime.checkpoint else None
     on_ckpt = (lambda node, rnd, tensors, meta: save(rnd, tensors, meta)) if save else None
     sim = build_simulation(cfg, sink=RoundSink(run, on_round), on_checkpoint=on_ckpt, resume=state, start_time=t0)

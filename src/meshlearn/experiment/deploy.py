@@ -1,0 +1,93 @@
+"""Real deployments: the same FL nodes as the simulation, hosted by the asyncio runtime.
+
+`serve_runtime` builds the server side (evaluation data, run-store sink, checkpoints, resume);
+`join_runtime` builds one client (its shard of the configured partition, or its own whole
+dataset with `local_data`). Both use the cluster secret for HMAC on every frame, TLS optionally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshlearn.experiment.build import SERVER, build_workspace, client_ids, make_eval_task, make_train_task, server_settings
+from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.errors import UsageError
+from meshlearn.fl.client import FLClient
+from meshlearn.fl.server import FLServer
+from meshlearn.learn import Workspace, initial_params
+from meshlearn.runtime import AsyncioRuntime, InlineExecutor
+from meshlearn.wire import TensorCodec
+
+__all__ = ["TLSFiles", "serve_runtime", "join_runtime", "parse_address"]
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: str
+    key: str
+    ca: str
+
+    def contexts(self):
+        from meshlearn.runtime import make_tls_contexts
+
+        return make_tls_contexts(self.cert, self.key, self.ca)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"address {text!r} must look like HOST:PORT, e.g. 127.0.0.1:7070")
+    return host.strip("[]"), int(port)
+
+
+def _codec(cfg: ExperimentConfig) -> TensorCodec:
+    return TensorCodec(compression=cfg.wire.compression, quantize=cfg.wire.quantize)
+
+
+def serve_runtime(cfg: ExperimentConfig, *, listen: tuple[str, int], secret: bytes | None, tls: TLSFiles | None = None,
+                  sink=None, on_checkpoint=None, resume=None, start_time: float = 0.0):
+    """The FL server in an AsyncioRuntime listening on `listen`; returns (runtime, server node)."""
+    ws = build_workspace(cfg)
+    warm_up(ws)
+    server = FLServer(SERVER, initial_params(ws), server_settings(cfg), make_eval_task, resume=resume)
+    ssl_server = tls.contexts()[0] if tls else None
+    runtime = AsyncioRuntime(listen=listen, secret=secret, ssl_server=ssl_server, executor=InlineExecutor(ws),
+                             sink=sink, on_checkpoint=on_checkpoint, codec=_codec(cfg), seed=cfg.seed,
+                             start_time=start_time)
+    runtime.add_node(server)
+    return runtime, server
+
+
+def _client_workspace(cfg: ExperimentConfig, client_id: str, local_data: bool) -> Workspace:
+    ws = build_workspace(cfg)
+    if client_id not in ws.parts:
+        valid = client_ids(cfg.data.clients)
+        raise UsageError(f"client id {client_id!r} is not in this config's {len(valid)} clients "
+                         f"({valid[0]} … {valid[-1]}); pick one of them or raise data.clients")
+    if local_data:
+        import numpy as np
+
+        return Workspace(ws.train, ws.test, {client_id: np.arange(len(ws.train))}, ws.model_name,
+                         ws.model_params, ws.model_seed)
+    return Workspace(ws.train, ws.test, {client_id: ws.parts[client_id]}, ws.model_name, ws.model_params,
+                     ws.model_seed)
+
+
+def warm_up(ws: Workspace) -> None:
+    """Pay torch's one-time optimizer import (~2 s) before joining, not inside the first round's deadline."""
+    import torch
+
+    torch.optim.SGD(ws.model.parameters(), lr=0.1)
+
+
+def join_runtime(cfg: ExperimentConfig, client_id: str, *, server: tuple[str, int], secret: bytes | None,
+                 tls: TLSFiles | None = None, local_data: bool = False, rejoin_s: float = 5.0):
+    """One FL client that connects to `server`; returns (runtime, client node)."""
+    ws = _client_workspace(cfg, client_id, local_data)
+    warm_up(ws)
+    ssl_client = tls.contexts()[1] if tls else None
+    runtime = AsyncioRuntime(peers={SERVER: server}, secret=secret, ssl_client=ssl_client,
+                             executor=InlineExecutor(ws), codec=_codec(cfg), seed=cfg.seed)
+    client = FLClient(client_id, SERVER, make_train_task, rejoin_s=rejoin_s)
+    runtime.add_node(client)
+    return runtime, client
