@@ -43,3 +43,13 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
     again = run_simulated(None, store=store, resume=first.run.id)
     assert again.rounds == 2
     assert [r["round"] for r in again.run.metrics.round_table(["accuracy"])] == [1, 2]
+
+
+def test_a_run_whose_server_dies_for_good_stops_with_a_clear_error(tmp_path):
+    from meshlearn.errors import StoreError
+
+    c = ExperimentConfig.model_validate({"name": "dead", "data": {"clients": 3}, "fl": {"rounds": 3, "epochs": 1},
+                                         "faults": {"crashes": [{"node": "server", "at": 0.0001}]}})
+    with pytest.raises(StoreError, match="stalled at round 0 of 3"):
+        run_simulated(c, store=RunStore(tmp_path))
+    assert RunStore(tmp_path).open_run("latest").reload()["status"] == "stopped"

@@ -114,3 +114,13 @@ def test_resume_continues_after_the_checkpointed_round(small_cfg):
     resumed = run(small_cfg(), resume=(2, first.server.params))
     assert resumed.server.completed_round == 3
     assert [r["round"] for r in resumed.sim.sink.rows if r["key"] == "accuracy"] == [3]
+
+
+def test_server_crash_and_recovery_abandons_the_round_and_finishes_the_run(small_cfg):
+    cfg = small_cfg(faults__crashes=[{"node": SERVER, "at": 1.0, "recover_at": 5.0}], fl__rounds=4,
+                    fl__join_timeout_s=10.0)
+    s = run(cfg)
+    assert s.server.completed_round == 4
+    rounds = [r["round"] for r in s.sim.sink.rows if r["key"] == "accuracy"]
+    assert rounds == sorted(set(rounds)) and rounds[-1] == 4
+    assert any(ev[1] == "fault" and ev[2] == "Recover" for ev in s.sim.trace)

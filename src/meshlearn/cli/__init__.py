@@ -4,6 +4,7 @@
     meshlearn demo                                             the quickstart, nothing to configure
     meshlearn config show [PRESET]                             every key, its default and its meaning
     meshlearn runs list | show RUN | export RUN                look at stored runs
+    meshlearn data show CONFIG|PRESET [--set a.b=1]            how the training set is split over clients
     meshlearn serve CONFIG / meshlearn join CONFIG             real FL server / client processes over TCP
 
 Errors from meshlearn print one clear line and exit 2 (bad config or usage) or 1 (anything
@@ -28,7 +29,7 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-from meshlearn.cli import deploy, run, runs  # noqa: E402  (commands register on `app`)
+from meshlearn.cli import data, deploy, run, runs  # noqa: E402  (commands register on `app`)
 
 __all__ = ["app", "main"]
 

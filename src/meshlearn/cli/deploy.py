@@ -10,6 +10,7 @@ Every frame carries an HMAC-SHA256 under the shared cluster secret (from $MESHLE
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -19,8 +20,8 @@ from typing import Optional
 import typer
 
 from meshlearn.cli import app
-from meshlearn.cli.run import load_experiment
-from meshlearn.errors import ConfigError, UsageError
+from meshlearn.cli.run import check_runnable, load_experiment
+from meshlearn.errors import ConfigError, MeshlearnError, UsageError
 from meshlearn.store import RunStore
 
 SECRET_FILE = typer.Option(None, "--secret-file", help="File holding the cluster secret [default: $MESHLEARN_SECRET].")
@@ -53,8 +54,25 @@ def tls_files(cert, key, ca):
 
     given = [x is not None for x in (cert, key, ca)]
     if any(given) and not all(given):
-        raise UsageError("TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+        raise UsageError("TLS needs all three of --tls-cert, --tls-key and --tls-ca (or none of them)")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{option} {path}: no such file; pass the path of a PEM file")
     return TLSFiles(str(cert), str(key), str(ca)) if all(given) else None
+
+
+def address(option: str, text: str, *, listening: bool = False) -> tuple[str, int]:
+    """HOST:PORT from --listen/--server, with errors that name the option and the valid port range."""
+    from meshlearn.experiment.deploy import parse_address
+
+    try:
+        host, port = parse_address(text)
+    except UsageError as err:
+        raise UsageError(f"{option}: {err}") from None
+    low = 0 if listening else 1  # listening on port 0 lets the OS pick a free one
+    if not low <= port <= 65535:
+        raise UsageError(f"{option}: port {port} in {text!r} is out of range; use {low}..65535, e.g. 127.0.0.1:7070")
+    return host, port
 
 
 def _say(text: str) -> None:
@@ -73,13 +91,15 @@ def serve_cmd(
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
     """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints."""
-    from meshlearn.experiment.deploy import parse_address, serve_runtime
+    from meshlearn.experiment.deploy import serve_runtime
     from meshlearn.experiment.run import RoundSink, prepare_run
 
     if (config is None) == (resume is None):
         raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
-    addr, secret, tls = parse_address(listen), read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
-    run, cfg, state, t0 = prepare_run(RunStore(runs_dir), load_experiment(config, set_) if config else None, resume)
+    addr = address("--listen", listen, listening=True)
+    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    cfg = check_runnable(load_experiment(config, set_)) if config else None
+    run, cfg, state, t0 = prepare_run(RunStore(runs_dir), cfg, resume)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     def on_checkpoint(node, rnd, tensors, meta):
@@ -95,7 +115,16 @@ def serve_cmd(
     run.set_status("running", mode="serve", listen=listen)
     _say(f"serving run {run.id} on {listen}, starting at round {server.completed_round + 1}, "
          f"waiting for {cfg.data.clients} clients")
-    finished = runtime.run_forever(timeout)
+    try:
+        finished = runtime.run_forever(timeout)
+    except OSError as err:  # e.g. the port is taken: asyncio binds inside run_forever
+        run.metrics.flush()
+        run.set_status("failed", error=str(err))
+        if err.errno == errno.EADDRINUSE:
+            raise UsageError(f"--listen {listen}: address already in use; pick a free port with --listen HOST:PORT "
+                             f"or stop the process holding it (then `meshlearn serve --resume {run.id}`)") from None
+        raise MeshlearnError(f"server on {listen} failed: {err}; run {run.id} is marked failed, "
+                             f"resume it with `meshlearn serve --resume {run.id}`") from None
     run.metrics.flush()
     done = server.completed_round >= cfg.fl.rounds
     run.set_status("completed" if done else "stopped", completed_round=server.completed_round)
@@ -116,10 +145,11 @@ def join_cmd(
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
     """Run one FL client: connect to the server, train when asked, exit when the run is over."""
-    from meshlearn.experiment.deploy import join_runtime, parse_address
+    from meshlearn.experiment.deploy import join_runtime
 
-    cfg = load_experiment(config, set_)
-    addr, secret, tls = parse_address(server), read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    cfg = check_runnable(load_experiment(config, set_))
+    addr = address("--server", server)
+    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     runtime, client = join_runtime(cfg, client_id, server=addr, secret=secret, tls=tls, local_data=local_data,
                                    rejoin_s=rejoin_s)

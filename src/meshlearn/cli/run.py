@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,6 +42,46 @@ def load_experiment(config: str, overrides: list[str]) -> ExperimentConfig:
     return load_config(ExperimentConfig, resolve_config_path(config), overrides)
 
 
+_DROP_FAULT = {"faults.crashes": "drop the crashes with --set faults.crashes=[]",
+               "faults.partitions": "drop the partitions with --set faults.partitions=[]"}
+
+
+def check_runnable(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Catch mistakes that only surface when the experiment is built, before a run directory exists.
+
+    The schema cannot see them: a data.path that does not exist on this machine, or faults that
+    name clients the config does not have (e.g. the quickstart crashes client-07, so
+    `--set data.clients=5` needs the crash dropped too).
+    """
+    return check_faults(check_data_path(cfg))
+
+
+def check_data_path(cfg: ExperimentConfig) -> ExperimentConfig:
+    """data.path must exist here; a ConfigError (exit 2) that says how to point at it otherwise."""
+    path = cfg.data.path
+    if path is not None and not Path(path).expanduser().exists():
+        raise ConfigError("data.path", f"no file or directory {path!r} (relative paths are read from "
+                          f"{Path.cwd()}); fix the path in the config or pass --set data.path=PATH")
+    return cfg
+
+
+def check_faults(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Faults may only name nodes the config has; the error says which ones exist and how to drop the fault."""
+    from meshlearn.experiment.build import SERVER, client_ids
+
+    ids = client_ids(cfg.data.clients)
+    try:
+        cfg.faults.expand([SERVER, *ids], np.random.default_rng(0), 0.0)
+    except ConfigError as err:
+        if not err.key.startswith("faults.") or "unknown node" not in err.reason:
+            raise
+        section = next((v for k, v in _DROP_FAULT.items() if err.key.startswith(k)), None)
+        drop = f", or {section}" if section else ""
+        raise ConfigError(err.key, f"{err.reason}: data.clients = {cfg.data.clients} gives the nodes server and "
+                          f"{ids[0]} … {ids[-1]}; name one of those, raise data.clients{drop}") from None
+    return cfg
+
+
 @app.command("run")
 def run_cmd(
     config: Optional[str] = typer.Argument(None, help="TOML file or preset name (see `meshlearn config show`)."),
@@ -52,13 +93,13 @@ def run_cmd(
     """Simulate a federated-learning experiment and store its metrics, config and checkpoints."""
     if (config is None) == (resume is None):
         raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
-    cfg = load_experiment(config, set_) if config else None
+    cfg = check_runnable(load_experiment(config, set_)) if config else None
     execute(cfg, RunStore(runs_dir), resume, quiet)
 
 
 @app.command("demo")
 def demo_cmd(
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: ./runs]."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS or ./runs]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, only the summary."),
 ) -> None:
     """Run the quickstart: FedAvg, 20 IoT clients, lossy uplink, one crash, digits data."""

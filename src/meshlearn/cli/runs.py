@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meshlearn.cli import app
-from meshlearn.errors import ConfigError
+from meshlearn.errors import ConfigError, StoreError, UsageError
 from meshlearn.store import RunStore, export_csv, export_json
 
 console = Console()
@@ -25,9 +25,11 @@ SHOW_KEYS = ["accuracy", "loss", "bytes_up", "bytes_down", "clients_completed", 
 @runs_app.command("list")
 def list_cmd(runs_dir: Optional[Path] = RUNS_DIR) -> None:
     """Every run, newest first, with status and final accuracy."""
-    runs = RunStore(runs_dir).list_runs()
+    store = RunStore(runs_dir)
+    runs = store.list_runs()
     if not runs:
-        console.print("no runs yet: try `meshlearn demo`")
+        console.print(f"no runs in {store.root} yet: try `meshlearn demo`, or point --runs-dir or "
+                      "$MESHLEARN_RUNS at your runs directory", highlight=False)
         return
     table = Table("id", "status", "rounds", "accuracy", "created")
     for r in runs:
@@ -52,14 +54,21 @@ def show_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 
 
 @runs_app.command("export")
 def export_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 'latest'."),
-               fmt: str = typer.Option("csv", "--format", "-f", help="csv (one row per round) or json (everything)."),
+               fmt: str = typer.Option("csv", "--format", "-f", help="csv (one row per round) or json (config, run info and every metric)."),
                out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file [default: inside the run]."),
                runs_dir: Optional[Path] = RUNS_DIR) -> None:
     """Write a run's metrics as CSV or JSON."""
     if fmt not in ("csv", "json"):
         raise ConfigError("--format", f"unknown format {fmt!r}", ["csv", "json"])
     r = RunStore(runs_dir).open_run(run)
-    path = export_csv(r, out) if fmt == "csv" else export_json(r, out)
+    try:
+        path = export_csv(r, out) if fmt == "csv" else export_json(r, out)
+    except OSError as err:
+        if out is None:
+            raise StoreError(f"cannot write the export into {r.path}: {err.strerror}; pass --out FILE "
+                             "to write it elsewhere") from None
+        raise UsageError(f"cannot write --out {out}: {err.strerror}; check that its directory exists "
+                         "and is writable") from None
     console.print(f"wrote {path}")
 
 

@@ -53,6 +53,13 @@ class RoundSink:
                 self.current = {}
 
 
+def horizon_s(cfg: ExperimentConfig) -> float:
+    """Virtual time after which a run that has not finished is declared stalled (e.g. the server
+    crashed for good): every round may use its full deadline plus a join timeout, four times over."""
+    f = cfg.fl
+    return 4.0 * (f.join_timeout_s + f.rounds * (f.round_deadline_s + f.join_timeout_s))
+
+
 @dataclass
 class RunOutcome:
     run: Run
@@ -88,7 +95,7 @@ def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str 
     run.set_status("running")
     wall0 = time.perf_counter()
     try:
-        sim.sim.run()
+        sim.sim.run(until=t0 + horizon_s(cfg))
     except KeyboardInterrupt:
         run.metrics.flush()
         run.set_status("interrupted", completed_round=sim.server.completed_round)
@@ -105,6 +112,7 @@ def _finish(run: Run, sim, wall_s: float) -> RunOutcome:
     run.set_status("completed" if done else "stopped", completed_round=sim.server.completed_round,
                    final_accuracy=final.get("accuracy"), wall_s=round(wall_s, 3), **totals)
     if not done:
-        raise StoreError(f"run {run.id} stopped at round {sim.server.completed_round} before finishing; "
-                         f"check its log and resume with `meshlearn run --resume {run.id}`")
+        raise StoreError(f"run {run.id} stalled at round {sim.server.completed_round} of {sim.config.fl.rounds}: "
+                         f"no progress within {horizon_s(sim.config):.0f} virtual seconds (is the server crashed "
+                         f"for good, or are too few clients alive for fl.min_completion?)")
     return RunOutcome(run, sim.server.completed_round, final, wall_s, done)

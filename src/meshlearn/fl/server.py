@@ -80,6 +80,9 @@ class FLServer(Node):
 
     # ----- events -------------------------------------------------------------------------
     def on_start(self, ctx: Context) -> None:
+        """Start, or restart after a crash: a round in flight is abandoned, the next one starts
+        when enough clients (re)join or at the join timeout; the model is the last aggregated one."""
+        self.round, self.started, self.eval_task_id = None, False, None
         ctx.set_timer("join_timeout", self.settings.join_timeout_s)
         if self.completed_round >= self.settings.rounds:
             self._finish(ctx, "already complete")
@@ -95,6 +98,8 @@ class FLServer(Node):
     def on_timer(self, ctx: Context, name: str) -> None:
         if name == "join_timeout" and not self.started and self.roster:
             self._begin_round(ctx)
+        elif name == "join_timeout" and not self.started:
+            ctx.set_timer("join_timeout", self.settings.join_timeout_s)
         elif name == "deadline" and self.round is not None:
             self._close_round(ctx)
 

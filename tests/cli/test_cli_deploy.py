@@ -1,0 +1,61 @@
+"""`meshlearn serve` / `join`: refused before any socket or run directory when called wrong."""
+
+import socket
+
+
+def test_serve_needs_a_secret(cli_proc, workdir, usage_error):
+    result = cli_proc("serve", "quickstart")
+    usage_error(result, "MESHLEARN_SECRET", "--secret-file", "--insecure")
+    assert not (workdir / "runs").exists()
+
+
+def test_serve_unreadable_secret_file(cli, workdir, usage_error):
+    usage_error(cli("serve", "quickstart", "--secret-file", workdir / "nope"), "--secret-file")
+
+
+def test_serve_needs_config_or_resume(cli, usage_error):
+    usage_error(cli("serve", "--insecure"), "CONFIG", "--resume")
+
+
+def test_join_bad_server_address(cli, usage_error):
+    usage_error(cli("join", "quickstart", "--server", "nohost", "--client-id", "client-00", "--insecure"),
+                "--server", "HOST:PORT")
+
+
+def test_join_port_out_of_range(cli, usage_error):
+    usage_error(cli("join", "quickstart", "--server", "127.0.0.1:99999", "--client-id", "client-00", "--insecure"),
+                "--server", "1..65535")
+
+
+def test_serve_port_out_of_range(cli, workdir, usage_error):
+    usage_error(cli("serve", "quickstart", "--listen", "0.0.0.0:70000", "--insecure"), "--listen", "0..65535")
+    assert not (workdir / "runs").exists()
+
+
+def test_join_unknown_client_id(cli_proc, usage_error):
+    result = cli_proc("join", "quickstart", "--client-id", "client-99", "--insecure")
+    usage_error(result, "client-99", "client-00", "client-19", "data.clients")
+
+
+def test_partial_tls_flags(cli, workdir, usage_error):
+    (workdir / "c.pem").write_text("x")
+    usage_error(cli("serve", "quickstart", "--insecure", "--tls-cert", workdir / "c.pem"),
+                "--tls-cert", "--tls-key", "--tls-ca")
+    usage_error(cli("join", "quickstart", "--client-id", "client-00", "--insecure", "--tls-key", "k.pem",
+                    "--tls-ca", "ca.pem"), "--tls-cert")
+
+
+def test_missing_tls_file(cli, usage_error):
+    usage_error(cli("serve", "quickstart", "--insecure", "--tls-cert", "c.pem", "--tls-key", "k.pem",
+                    "--tls-ca", "ca.pem"), "--tls-cert", "c.pem", "no such file")
+
+
+def test_serve_on_a_taken_port(cli_proc, workdir, usage_error):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli_proc("serve", "quickstart", "--listen", f"127.0.0.1:{port}", "--insecure", "--timeout", "10")
+    usage_error(result, "--listen", "already in use", "serve --resume")
+    listing = cli_proc("runs", "list")
+    assert "failed" in listing.out

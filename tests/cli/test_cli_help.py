@@ -1,0 +1,43 @@
+"""Every command and group answers --help with exit 0 and names its key options."""
+
+import pytest
+
+HELP = {
+    (): ["run", "demo", "config", "runs", "data", "serve", "join"],
+    ("run",): ["--set", "--resume", "--runs-dir", "--quiet"],
+    ("demo",): ["--runs-dir", "--quiet"],
+    ("config",): ["show"],
+    ("config", "show"): ["Preset or TOML file"],
+    ("runs",): ["list", "show", "export"],
+    ("runs", "list"): ["--runs-dir"],
+    ("runs", "show"): ["--runs-dir", "latest"],
+    ("runs", "export"): ["--format", "--out", "--runs-dir", "csv", "json"],
+    ("data",): ["show"],
+    ("data", "show"): ["--set", "--rows", "TOML file or preset"],
+    ("serve",): ["--listen", "--set", "--resume", "--runs-dir", "--secret-file", "--insecure", "--tls-cert",
+                 "--tls-key", "--tls-ca", "--timeout"],
+    ("join",): ["--server", "--client-id", "--set", "--local-data", "--secret-file", "--insecure", "--tls-cert"],
+}
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: " ".join(c) or "meshlearn")
+def test_help(cli, command):
+    result = cli(*command, "--help")
+    assert result.code == 0, result.err
+    assert "Usage:" in result.out
+    for needle in HELP[command]:
+        assert needle in result.out, (needle, result.out)
+
+
+@pytest.mark.parametrize("group", [[], ["config"], ["runs"], ["data"]], ids=lambda g: " ".join(g) or "meshlearn")
+def test_group_without_command_shows_help(cli, group):
+    result = cli(*group)
+    assert result.code in (0, 2)  # click's no_args_is_help exits 2 on newer versions
+    assert "Usage:" in result.out + result.err
+    assert "Traceback" not in result.err
+
+
+def test_python_dash_m_help_runs_the_real_entry_point(cli_proc):
+    result = cli_proc("--help")
+    assert result.code == 0, result.err
+    assert "data" in result.out and "serve" in result.out
