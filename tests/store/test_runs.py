@@ -223,7 +223,7 @@ def test_crash_during_checkpoint_keeps_previous(tmp_path: Path, monkeypatch: pyt
     run = make_store(tmp_path).create_run("x", CONFIG)
     run.save_checkpoint(1, tensors(1), {})
     monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(OSError("crash")))
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="crash"):
         run.save_checkpoint(2, tensors(2), {})
     monkeypatch.undo()
     assert run.latest_checkpoint()[0] == 1

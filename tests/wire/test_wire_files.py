@@ -79,11 +79,16 @@ def test_missing_and_corrupt_files(tmp_path):
         save_tensors(tmp_path / "missing" / "x.st", {"x": np.ones(2)})
 
 
+def test_json_meta_round_trips(tmp_path):
+    meta = {"nodes": ["a", "b"], "nested": {"k": 1.5}}
+    assert load_tensors(save_tensors(tmp_path / "j.st", {"x": np.ones(2)}, meta))[1] == meta
+
+
 def test_usage_errors(tmp_path):
     with pytest.raises(UsageError):
         save_tensors(tmp_path / "a.st", {"x": [1, 2]})  # type: ignore[dict-item]
-    with pytest.raises(UsageError):
-        save_tensors(tmp_path / "a.st", {"x": np.ones(2)}, {"bad": [1, 2]})  # type: ignore[dict-item]
+    with pytest.raises(UsageError, match="JSON"):
+        save_tensors(tmp_path / "a.st", {"x": np.ones(2)}, {"bad": object()})  # type: ignore[dict-item]
     with pytest.raises(UsageError):
         save_tensors(tmp_path / "a.st", {"x": np.ones(2)}, {"n": np.float32(1)})  # type: ignore[dict-item]
     assert not (tmp_path / "a.st").exists()

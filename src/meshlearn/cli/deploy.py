@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Optional
@@ -50,29 +51,75 @@ def read_secret(secret_file: Optional[Path], insecure: bool) -> bytes | None:
 
 
 def tls_files(cert, key, ca):
-    from meshlearn.experiment.deploy import TLSFiles
-
+    """TLSFiles for --tls-cert/--tls-key/--tls-ca: all three or none, and each must exist."""
     given = [x is not None for x in (cert, key, ca)]
     if any(given) and not all(given):
         raise UsageError("TLS needs all three of --tls-cert, --tls-key and --tls-ca (or none of them)")
     for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)):
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{option} {path}: no such file; pass the path of a PEM file")
-    return TLSFiles(str(cert), str(key), str(ca)) if all(given) else None
+    if not all(given):
+        return None
+    from meshlearn.experiment.deploy import TLSFiles  # imports torch: only when TLS is used
+
+    return TLSFiles(str(cert), str(key), str(ca))
 
 
 def address(option: str, text: str, *, listening: bool = False) -> tuple[str, int]:
-    """HOST:PORT from --listen/--server, with errors that name the option and the valid port range."""
-    from meshlearn.experiment.deploy import parse_address
+    """HOST:PORT (or [IPv6]:PORT) from --listen/--server; errors name the option and the valid ports.
 
-    try:
-        host, port = parse_address(text)
-    except UsageError as err:
-        raise UsageError(f"{option}: {err}") from None
+    Parsed here rather than with experiment.deploy.parse_address so that a typo is reported at once,
+    without importing torch first (same rules, plus the port range).
+    """
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"{option}: address {text!r} must look like HOST:PORT, e.g. 127.0.0.1:7070")
     low = 0 if listening else 1  # listening on port 0 lets the OS pick a free one
-    if not low <= port <= 65535:
+    if not low <= int(port) <= 65535:
         raise UsageError(f"{option}: port {port} in {text!r} is out of range; use {low}..65535, e.g. 127.0.0.1:7070")
-    return host, port
+    return host, int(port)
+
+
+def check_can_listen(listen: str, addr: tuple[str, int]) -> None:
+    """Bind and release --listen once, so a taken port or foreign address fails before a run is created.
+
+    Racy by nature (another process may take the port in between); serve still reports that case.
+    """
+    host, port = addr
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise UsageError(f"--listen {listen}: cannot resolve {host!r} ({err.strerror}); "
+                         "use an IP address of this machine, or 0.0.0.0 for all") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server does
+            try:
+                sock.bind(sockaddr)
+            except OSError as err:
+                raise UsageError(_bind_error(listen, err)) from None
+
+
+def _bind_error(listen: str, err: OSError, run_id: str | None = None) -> str:
+    resume = f" (then `meshlearn serve --resume {run_id}`)" if run_id else ""
+    if err.errno == errno.EADDRINUSE:
+        return (f"--listen {listen}: address already in use; pick a free port with --listen HOST:PORT "
+                f"or stop the process holding it{resume}")
+    if err.errno == errno.EADDRNOTAVAIL:
+        return (f"--listen {listen}: this machine has no such address; use one of its own IP addresses, "
+                f"or 0.0.0.0 for all{resume}")
+    return f"--listen {listen}: cannot listen ({err.strerror or err}){resume}"
+
+
+def check_client_id(cfg, client_id: str) -> None:
+    """--client-id must be one of the config's clients (checked again, after loading data, by join_runtime)."""
+    from meshlearn.experiment.build import client_ids
+
+    ids = client_ids(cfg.data.clients)
+    if client_id not in ids:
+        raise UsageError(f"--client-id {client_id!r} is not one of this config's {len(ids)} clients "
+                         f"({ids[0]} … {ids[-1]}); pick one of them or raise data.clients")
 
 
 def _say(text: str) -> None:
@@ -91,14 +138,16 @@ def serve_cmd(
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
     """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints."""
-    from meshlearn.experiment.deploy import serve_runtime
-    from meshlearn.experiment.run import RoundSink, prepare_run
-
     if (config is None) == (resume is None):
         raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
     addr = address("--listen", listen, listening=True)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
     cfg = check_runnable(load_experiment(config, set_)) if config else None
+    check_can_listen(listen, addr)
+
+    from meshlearn.experiment.deploy import serve_runtime
+    from meshlearn.experiment.run import RoundSink, prepare_run
+
     run, cfg, state, t0 = prepare_run(RunStore(runs_dir), cfg, resume)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -117,12 +166,11 @@ def serve_cmd(
          f"waiting for {cfg.data.clients} clients")
     try:
         finished = runtime.run_forever(timeout)
-    except OSError as err:  # e.g. the port is taken: asyncio binds inside run_forever
+    except OSError as err:  # the port was taken after check_can_listen: asyncio binds inside run_forever
         run.metrics.flush()
         run.set_status("failed", error=str(err))
-        if err.errno == errno.EADDRINUSE:
-            raise UsageError(f"--listen {listen}: address already in use; pick a free port with --listen HOST:PORT "
-                             f"or stop the process holding it (then `meshlearn serve --resume {run.id}`)") from None
+        if err.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise UsageError(_bind_error(listen, err, run.id)) from None
         raise MeshlearnError(f"server on {listen} failed: {err}; run {run.id} is marked failed, "
                              f"resume it with `meshlearn serve --resume {run.id}`") from None
     run.metrics.flush()
@@ -145,11 +193,13 @@ def join_cmd(
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
     """Run one FL client: connect to the server, train when asked, exit when the run is over."""
+    addr = address("--server", server)
+    cfg = check_runnable(load_experiment(config, set_))
+    check_client_id(cfg, client_id)
+    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+
     from meshlearn.experiment.deploy import join_runtime
 
-    cfg = check_runnable(load_experiment(config, set_))
-    addr = address("--server", server)
-    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     runtime, client = join_runtime(cfg, client_id, server=addr, secret=secret, tls=tls, local_data=local_data,
                                    rejoin_s=rejoin_s)

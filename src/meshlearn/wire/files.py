@@ -2,7 +2,7 @@
 
 :func:`save_tensors` writes atomically: the bytes go to a temporary file in the same directory,
 are fsync'ed, then ``os.replace`` swaps it in, so a crash leaves either the old file or the new
-one, never a torn one. Small scalar metadata (round, seed, model name, ...) is stored as one
+one, never a torn one. Small JSON metadata (round, seed, model name, ...) is stored as one
 JSON string under the safetensors metadata key ``"meshlearn"``.
 
 Files written by other tools load too (their meta is ``{}``). Missing, unreadable or corrupt
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -21,12 +20,13 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError, safe_open
 
+from meshlearn._atomic import atomic_write
 from meshlearn.errors import StoreError, UsageError
 
 __all__ = ["save_tensors", "load_tensors", "META_KEY", "MetaValue"]
 
 META_KEY = "meshlearn"
-MetaValue = Union[str, int, float, bool, None]
+MetaValue = Union[str, int, float, bool, None, list, dict]  # any JSON value
 
 
 def save_tensors(
@@ -39,7 +39,10 @@ def save_tensors(
     data = _serialize(tensors, meta or {})
     if not path.parent.is_dir():
         raise StoreError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
-    _atomic_write(path, data)
+    try:
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc}") from exc
     return path
 
 
@@ -86,16 +89,12 @@ def _check_tensors(tensors: object) -> None:
 
 
 def _check_meta(meta: object) -> None:
-    if not isinstance(meta, dict):
-        raise UsageError(f"meta must be a dict of str -> str/int/float, got {type(meta).__name__}")
-    for key, value in meta.items():
-        if not isinstance(key, str):
-            raise UsageError(f"meta key {key!r} must be a str")
-        if value is not None and not isinstance(value, (str, int, float)):
-            raise UsageError(
-                f"meta[{key!r}] is a {type(value).__name__}; only str/int/float/bool/None are stored "
-                "(numpy scalars: use .item())"
-            )
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise UsageError(f"meta must be a dict with str keys, got {meta!r:.80}")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"meta must be JSON-serialisable (numpy scalars: use .item()): {exc}") from None
 
 
 def _parse_meta(path: Path, raw: str | None) -> dict[str, MetaValue]:
@@ -108,43 +107,3 @@ def _parse_meta(path: Path, raw: str | None) -> dict[str, MetaValue]:
     if not isinstance(meta, dict):
         raise StoreError(f"tensor file {path} has {META_KEY!r} metadata that is not a JSON object")
     return meta
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        _remove_quietly(tmp)
-        if isinstance(exc, OSError):
-            raise StoreError(f"cannot write {path}: {exc}") from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _remove_quietly(tmp: str) -> None:
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
