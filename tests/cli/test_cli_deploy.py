@@ -32,9 +32,10 @@ def test_serve_port_out_of_range(cli, workdir, usage_error):
     assert not (workdir / "runs").exists()
 
 
-def test_join_unknown_client_id(cli_proc, usage_error):
-    result = cli_proc("join", "quickstart", "--client-id", "client-99", "--insecure")
-    usage_error(result, "client-99", "client-00", "client-19", "data.clients")
+def test_join_unknown_client_id(cli, usage_error):
+    # checked before the secret and the data: the first thing to fix is the id
+    result = cli("join", "quickstart", "--client-id", "client-99")
+    usage_error(result, "--client-id", "client-99", "client-00 … client-19", "data.clients")
 
 
 def test_partial_tls_flags(cli, workdir, usage_error):
@@ -56,6 +57,11 @@ def test_serve_on_a_taken_port(cli_proc, workdir, usage_error):
         taken.listen()
         port = taken.getsockname()[1]
         result = cli_proc("serve", "quickstart", "--listen", f"127.0.0.1:{port}", "--insecure", "--timeout", "10")
-    usage_error(result, "--listen", "already in use", "serve --resume")
-    listing = cli_proc("runs", "list")
-    assert "failed" in listing.out
+    usage_error(result, "--listen", "already in use", "free port")
+    assert not (workdir / "runs").exists(), "refused before a run directory is created"
+
+
+def test_serve_on_a_foreign_address(cli, workdir, usage_error):
+    # 192.0.2.0/24 is TEST-NET-1: never an address of this machine
+    usage_error(cli("serve", "quickstart", "--listen", "192.0.2.1:7070", "--insecure"), "--listen", "0.0.0.0")
+    assert not (workdir / "runs").exists()

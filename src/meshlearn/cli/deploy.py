@@ -21,7 +21,7 @@ from typing import Optional
 import typer
 
 from meshlearn.cli import app
-from meshlearn.cli.run import check_runnable, load_experiment
+from meshlearn.cli.run import check_data_path, load_experiment
 from meshlearn.errors import ConfigError, MeshlearnError, UsageError
 from meshlearn.store import RunStore
 
@@ -94,7 +94,9 @@ def check_can_listen(listen: str, addr: tuple[str, int]) -> None:
                          "use an IP address of this machine, or 0.0.0.0 for all") from None
     for family, kind, proto, _, sockaddr in infos:
         with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server does,
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):  # IPv6 sockets included
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
             try:
                 sock.bind(sockaddr)
             except OSError as err:
@@ -109,6 +111,9 @@ def _bind_error(listen: str, err: OSError, run_id: str | None = None) -> str:
     if err.errno == errno.EADDRNOTAVAIL:
         return (f"--listen {listen}: this machine has no such address; use one of its own IP addresses, "
                 f"or 0.0.0.0 for all{resume}")
+    if err.errno == errno.EACCES:
+        return (f"--listen {listen}: permission denied; ports below 1024 need root, pick a higher one "
+                f"with --listen HOST:PORT{resume}")
     return f"--listen {listen}: cannot listen ({err.strerror or err}){resume}"
 
 
@@ -137,13 +142,16 @@ def serve_cmd(
     tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
-    """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints."""
+    """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints.
+
+    Needs the cluster secret in $MESHLEARN_SECRET or --secret-file (or --insecure on a trusted machine).
+    """
     if (config is None) == (resume is None):
         raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
     addr = address("--listen", listen, listening=True)
-    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
-    cfg = check_runnable(load_experiment(config, set_)) if config else None
     check_can_listen(listen, addr)
+    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    cfg = check_data_path(load_experiment(config, set_)) if config else None  # [faults] are simulation-only
 
     from meshlearn.experiment.deploy import serve_runtime
     from meshlearn.experiment.run import RoundSink, prepare_run
@@ -194,7 +202,7 @@ def join_cmd(
 ) -> None:
     """Run one FL client: connect to the server, train when asked, exit when the run is over."""
     addr = address("--server", server)
-    cfg = check_runnable(load_experiment(config, set_))
+    cfg = check_data_path(load_experiment(config, set_))
     check_client_id(cfg, client_id)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
 

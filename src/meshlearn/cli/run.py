@@ -47,7 +47,7 @@ _DROP_FAULT = {"faults.crashes": "drop the crashes with --set faults.crashes=[]"
 
 
 def check_runnable(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Catch mistakes that only surface when the experiment is built, before a run directory exists.
+    """Catch mistakes that only surface when a simulation is built, before a run directory exists.
 
     The schema cannot see them: a data.path that does not exist on this machine, or faults that
     name clients the config does not have (e.g. the quickstart crashes client-07, so

@@ -8,7 +8,8 @@ where and when tasks run.
 
 from meshlearn.learn.params import Params, get_params, l2_distance, set_params, weighted_average
 from meshlearn.learn.tasks import EvalResult, EvalTask, Result, Task, TrainResult, TrainTask
-from meshlearn.learn.workspace import Workspace, initial_params
+from meshlearn.learn.workspace import TASK_HANDLERS, Workspace, initial_params
+from meshlearn.learn.distill import DistillTask, PredictResult, PredictTask  # registers its task kinds
 
 __all__ = [
     "Params",
@@ -23,5 +24,9 @@ __all__ = [
     "EvalTask",
     "EvalResult",
     "Workspace",
+    "TASK_HANDLERS",
+    "PredictTask",
+    "PredictResult",
+    "DistillTask",
     "initial_params",
 ]

@@ -8,7 +8,7 @@ randomness comes from the task's seed: the same task gives a bit-identical resul
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -20,8 +20,13 @@ from meshlearn.errors import UsageError
 from meshlearn.learn.params import Params, get_params, set_params
 from meshlearn.learn.tasks import EvalResult, EvalTask, Result, Task, TrainResult, TrainTask
 from meshlearn.models.zoo import build_model, flops_per_sample
+from meshlearn.registry import Registry
 
-__all__ = ["Workspace", "initial_params"]
+__all__ = ["TASK_HANDLERS", "Workspace", "initial_params"]
+
+# kind -> handler(workspace, task) -> result. Modules that add task kinds register here
+# (meshlearn.learn.distill does); Workspace.run looks the kind up.
+TASK_HANDLERS: Registry = Registry("tasks")
 
 
 class Workspace:
@@ -35,8 +40,9 @@ class Workspace:
         model_name: str,
         model_params: Mapping[str, Any] | None = None,
         model_seed: int = 0,
+        open: Dataset | None = None,
     ):
-        self.train, self.test = train, test
+        self.train, self.test, self.open = train, test, open
         self.parts = {str(c): np.asarray(idx, dtype=np.int64) for c, idx in parts.items()}
         self.model_name, self.model_params, self.model_seed = model_name, dict(model_params or {}), int(model_seed)
         self._check_parts()
@@ -106,37 +112,44 @@ class Workspace:
     # ------------------------------------------------------------ tasks
 
     def run(self, task: Task) -> Result:
-        """Execute ``task`` and return its result; dispatches on ``task.kind``."""
-        handlers: dict[str, Callable[[Any], Result]] = {"train": self._train, "evaluate": self._evaluate}
-        kind = getattr(task, "kind", None)
-        if kind not in handlers:
-            raise UsageError(f"cannot run task of kind {kind!r} (valid: {', '.join(handlers)})")
-        return handlers[kind](task)
+        """Execute ``task`` with the handler registered for ``task.kind`` in ``TASK_HANDLERS``."""
+        return TASK_HANDLERS.get(getattr(task, "kind", None))(self, task)
 
-    def _train(self, task: TrainTask) -> TrainResult:
-        model = self.model
-        set_params(model, task.params)
-        x, y = self._client_data(task.client)
-        if len(y) == 0 or task.epochs == 0:
-            return TrainResult(get_params(model), len(y), float("nan"), 0)
-        model.train()
-        loss, steps = _sgd(model, x, y, task)
-        return TrainResult(get_params(model), len(y), loss, steps)
+    def open_data(self, indices: np.ndarray | None = None) -> torch.Tensor:
+        """Inputs of the shared unlabelled ("open") set, all or the given rows; labels never leave here."""
+        if self.open is None:
+            raise UsageError("this workspace has no open (unlabelled) set; set data.open_size > 0")
+        x = torch.from_numpy(self.open.x)
+        return x if indices is None else x[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
 
-    def _evaluate(self, task: EvalTask) -> EvalResult:
-        model = self.model
-        set_params(model, task.params)
-        model.eval()
-        x, y = torch.from_numpy(self.test.x), torch.from_numpy(self.test.y)
-        loss_sum, correct = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(y), task.batch_size):
-                logits = model(x[start : start + task.batch_size])
-                target = y[start : start + task.batch_size]
-                loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-                correct += int((logits.argmax(dim=1) == target).sum())
-        n = len(y)
-        return EvalResult(correct / n if n else float("nan"), loss_sum / n if n else float("nan"), n)
+
+@TASK_HANDLERS.register("train")
+def run_train(ws: Workspace, task: TrainTask) -> TrainResult:
+    model = ws.model
+    set_params(model, task.params)
+    x, y = ws._client_data(task.client)
+    if len(y) == 0 or task.epochs == 0:
+        return TrainResult(get_params(model), len(y), float("nan"), 0)
+    model.train()
+    loss, steps = _sgd(model, x, y, task)
+    return TrainResult(get_params(model), len(y), loss, steps)
+
+
+@TASK_HANDLERS.register("evaluate")
+def run_evaluate(ws: Workspace, task: EvalTask) -> EvalResult:
+    model = ws.model
+    set_params(model, task.params)
+    model.eval()
+    x, y = torch.from_numpy(ws.test.x), torch.from_numpy(ws.test.y)
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(y), task.batch_size):
+            logits = model(x[start : start + task.batch_size])
+            target = y[start : start + task.batch_size]
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == target).sum())
+    n = len(y)
+    return EvalResult(correct / n if n else float("nan"), loss_sum / n if n else float("nan"), n)
 
 
 def _sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: TrainTask) -> tuple[float, int]:
