@@ -147,7 +147,8 @@ def serve_cmd(
     Needs the cluster secret in $MESHLEARN_SECRET or --secret-file (or --insecure on a trusted machine).
     """
     if (config is None) == (resume is None):
-        raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
+        raise ConfigError("", "give a CONFIG (TOML file or preset, e.g. `meshlearn serve quickstart`) "
+                          "or --resume RUN (e.g. --resume latest), not both")
     addr = address("--listen", listen, listening=True)
     check_can_listen(listen, addr)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)

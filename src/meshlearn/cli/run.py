@@ -92,7 +92,8 @@ def run_cmd(
 ) -> None:
     """Simulate a federated-learning experiment and store its metrics, config and checkpoints."""
     if (config is None) == (resume is None):
-        raise ConfigError("", "give either a CONFIG (file or preset) or --resume RUN, not both or neither")
+        raise ConfigError("", "give a CONFIG (TOML file or preset, e.g. `meshlearn run quickstart`) "
+                          "or --resume RUN (e.g. --resume latest), not both")
     cfg = check_runnable(load_experiment(config, set_)) if config else None
     execute(cfg, RunStore(runs_dir), resume, quiet)
 
