@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meshlearn.data import load_dataset, partition
+from meshlearn.data import Dataset, load_dataset, partition
+from meshlearn.errors import ConfigError, DataError
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.server import FLServer, ServerSettings
@@ -57,12 +58,39 @@ def build_workspace(cfg: ExperimentConfig) -> Workspace:
     else:
         params = {"path": d.path}
     train, test = load_dataset(d.dataset, **params)
+    train, open_set = split_open_set(cfg, train)
     kwargs = {"dirichlet": {"alpha": d.alpha}, "quantity_skew": {"alpha": d.alpha},
               "shards": {"classes_per_client": d.classes_per_client}}.get(d.partition, {})
     rng = np.random.default_rng(_seed(cfg, "partition"))
     parts = partition(d.partition, train.y, d.clients, rng, **kwargs)
     ids = client_ids(d.clients)
-    return Workspace(train, test, dict(zip(ids, parts)), cfg.model.name, cfg.model.params(), _seed(cfg, "model"))
+    return Workspace(train, test, dict(zip(ids, parts)), cfg.model.name, cfg.model.params(), _seed(cfg, "model"),
+                     open=open_set)
+
+
+def split_open_set(cfg: ExperimentConfig, train: Dataset) -> tuple[Dataset, Dataset | None]:
+    """Hold out `data.open_size` random training samples as the unlabelled set, or load `data.open_path`."""
+    d = cfg.data
+    if d.open_path:
+        return train, _load_open_file(d.open_path, train)
+    if d.open_size == 0:
+        return train, None
+    if d.open_size >= len(train):
+        raise ConfigError("data.open_size", f"{d.open_size} leaves no training data (the training set has {len(train)})")
+    order = np.random.default_rng(_seed(cfg, "open")).permutation(len(train))
+    return train.subset(np.sort(order[d.open_size:])), train.subset(np.sort(order[: d.open_size]))
+
+
+def _load_open_file(path: str, train: Dataset) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x = np.asarray(f["x"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"cannot read the unlabelled set {path}: {err}; expected an .npz with an array 'x'") from None
+    if x.shape[1:] != train.x.shape[1:]:
+        raise DataError(f"unlabelled set {path} has inputs of shape {x.shape[1:]}, the dataset has {train.x.shape[1:]}")
+    # labels are unknown: zeros fill the slot (no task ever reads labels of the open set)
+    return Dataset(x, np.zeros(len(x), dtype=np.int64), train.num_classes, "open")
 
 
 def server_settings(cfg: ExperimentConfig) -> ServerSettings:

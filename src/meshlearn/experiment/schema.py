@@ -31,6 +31,10 @@ class DataConfig(_Strict):
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet, quantity_skew); small = skewed")
     classes_per_client: int = Field(2, ge=1, description="classes each client holds (shards)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for server evaluation (digits, csv, npz)")
+    open_size: int = Field(0, ge=0, description="training samples held out, labels dropped, as the shared unlabelled "
+                                                "set of distillation algorithms (dsfl, fd, cmfd); 0 = none")
+    open_path: str | None = Field(None, description="an .npz file whose array `x` is the unlabelled set instead "
+                                                    "(same input shape as the dataset)")
 
 
 class ModelConfig(_Strict):

@@ -1,0 +1,40 @@
+"""The shared unlabelled set: held out from training, or loaded from a user file."""
+
+import numpy as np
+import pytest
+
+from meshlearn.errors import ConfigError, DataError
+from meshlearn.experiment.build import build_workspace
+from meshlearn.experiment.schema import ExperimentConfig
+
+
+def ws(**data):
+    return build_workspace(ExperimentConfig.model_validate({"data": {"clients": 5, **data}}))
+
+
+def test_open_size_holds_samples_out_of_training_and_partitions():
+    base, held = ws(), ws(open_size=300)
+    assert len(held.open) == 300 and len(held.train) == len(base.train) - 300
+    covered = np.concatenate(list(held.parts.values()))
+    assert covered.max() < len(held.train)
+    assert not any(np.array_equal(held.open.x[i], held.train.x[0]) for i in range(300))  # disjoint (spot check)
+
+
+def test_open_set_is_seeded():
+    assert np.array_equal(ws(open_size=100).open.x, ws(open_size=100).open.x)
+
+
+def test_open_path_loads_a_user_file_and_checks_its_shape(tmp_path):
+    np.savez(tmp_path / "u.npz", x=np.zeros((40, 1, 8, 8), np.float32))
+    assert len(ws(open_path=str(tmp_path / "u.npz")).open) == 40
+    np.savez(tmp_path / "bad.npz", x=np.zeros((40, 64), np.float32))
+    with pytest.raises(DataError, match="shape"):
+        ws(open_path=str(tmp_path / "bad.npz"))
+    with pytest.raises(DataError, match="array 'x'"):
+        np.savez(tmp_path / "nox.npz", y=np.zeros(3))
+        ws(open_path=str(tmp_path / "nox.npz"))
+
+
+def test_open_size_larger_than_training_set_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.open_size"):
+        ws(open_size=100_000)
