@@ -88,7 +88,7 @@ class WrongShapeClient(FLClient):
 
 def test_wrong_shape_update_is_rejected_logged_and_round_completes(small_cfg):
     s = build_simulation(small_cfg(fl__round_deadline_s=15.0))
-    honest = s.clients[0]
+    honest = s.plan.nodes[1]
     evil = WrongShapeClient(honest.node_id, SERVER, honest.make_train_task)
     s.sim._states[honest.node_id].node = evil
     s.sim.run()

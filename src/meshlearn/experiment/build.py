@@ -7,6 +7,7 @@ seed through named child seeds, so a run is reproduced exactly by its config alo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -16,12 +17,14 @@ from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.server import FLServer, ServerSettings
 from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
+from meshlearn.node import Node
+from meshlearn.registry import Registry
 from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology, server_profile
 from meshlearn.runtime.executor import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
 
-__all__ = ["SERVER", "client_ids", "configure_torch", "build_workspace", "server_settings", "build_simulation", "Simulation"]
+__all__ = ["ALGORITHMS", "Plan", "SERVER", "client_ids", "configure_torch", "build_workspace", "server_settings", "build_simulation", "Simulation"]
 
 SERVER = "server"
 # Real deployments always authenticate frames (HMAC-SHA256, 32 bytes each), so simulated frames do too:
@@ -110,7 +113,7 @@ def make_eval_task(params) -> EvalTask:
     return EvalTask(params=params)
 
 
-def build_network(cfg: ExperimentConfig, clients: list[str]) -> Network:
+def build_network(cfg: ExperimentConfig, clients: list[str], has_server: bool = True) -> Network:
     n = cfg.network
     base = dict(latency_s=n.latency_s, jitter_s=n.jitter_s, bandwidth_bps=n.bandwidth_bps, mtu=n.mtu, rto_s=n.rto_s)
     link = LinkSpec(**base)
@@ -122,10 +125,38 @@ def build_network(cfg: ExperimentConfig, clients: list[str]) -> Network:
             overrides[(SERVER, c)] = LinkSpec(**base, loss=n.downlink_loss)
     rng = np.random.default_rng(_seed(cfg, "devices"))
     devices = dict(zip(clients, draw_profiles(n.devices, len(clients), rng)))
-    devices[SERVER] = server_profile()
-    topo = make_topology("star", [SERVER, *clients], np.random.default_rng(_seed(cfg, "topology")))
+    nodes = list(clients)
+    if has_server:
+        devices[SERVER] = server_profile()
+        nodes = [SERVER, *clients]
+    topo_rng = np.random.default_rng(_seed(cfg, "topology"))
+    topo = make_topology(n.topology if not has_server else "star", nodes, topo_rng,
+                         **(n.topology_params if not has_server else {}))
     seq = np.random.SeedSequence([cfg.seed, _seed(cfg, "links")])
     return Network(topo, link, devices, seq, link_overrides=overrides)
+
+
+@dataclass
+class Plan:
+    """What an algorithm builder returns: its nodes and how to tell progress."""
+
+    nodes: list[Node]
+    stop_on: list[str]  # node ids whose ctx.stop() ends the simulation
+    total_rounds: int  # evaluation rounds the run records (rows in the round table)
+    progress: Callable[[], int]  # completed rounds so far
+    has_server: bool = True  # star around SERVER; otherwise peers on network.topology
+
+
+# name -> builder(cfg, workspace, client_ids, resume) -> Plan
+ALGORITHMS: Registry = Registry("algorithms")
+
+
+@ALGORITHMS.register("fedavg")
+@ALGORITHMS.register("fedprox")
+def build_fedavg(cfg: ExperimentConfig, workspace: Workspace, ids: list[str], resume) -> Plan:
+    server = FLServer(SERVER, initial_params(workspace), server_settings(cfg), make_eval_task, resume=resume)
+    clients = [FLClient(c, SERVER, make_train_task) for c in ids]
+    return Plan([server, *clients], [SERVER], cfg.fl.rounds, lambda: server.completed_round)
 
 
 @dataclass
@@ -134,25 +165,31 @@ class Simulation:
 
     config: ExperimentConfig
     sim: Simulator
-    server: FLServer
-    clients: list[FLClient]
+    plan: Plan
     workspace: Workspace
+
+    @property
+    def server(self) -> Node | None:
+        return next((n for n in self.plan.nodes if n.node_id == SERVER), None)
+
+    @property
+    def completed_rounds(self) -> int:
+        return self.plan.progress()
 
 
 def build_simulation(cfg: ExperimentConfig, *, sink=None, on_checkpoint=None, resume=None,
                      trace: bool = False, start_time: float = 0.0) -> Simulation:
-    """Everything for one simulated FL run; `resume=(round, params)` continues a stored run."""
+    """Everything for one simulated run; `resume=(round, params)` continues a stored run."""
     workspace = build_workspace(cfg)
     ids = client_ids(cfg.data.clients)
-    network = build_network(cfg, ids)
+    plan = ALGORITHMS.get(cfg.fl.algorithm)(cfg, workspace, ids, resume)
+    network = build_network(cfg, ids, plan.has_server)
     codec = TensorCodec(compression=cfg.wire.compression, quantize=cfg.wire.quantize)
     sim = Simulator(network, seed=cfg.seed, executor=InlineExecutor(workspace), devices=network.devices,
                     codec=codec, frames=FrameCodec(SIM_SECRET), sink=sink, on_checkpoint=on_checkpoint,
-                    trace=trace, stop_on=[SERVER], start_time=start_time)
-    server = FLServer(SERVER, initial_params(workspace), server_settings(cfg), make_eval_task, resume=resume)
-    clients = [FLClient(c, SERVER, make_train_task) for c in ids]
-    sim.add_nodes([server, *clients])
+                    trace=trace, stop_on=plan.stop_on, start_time=start_time)
+    sim.add_nodes(plan.nodes)
     fault_rng = np.random.default_rng(_seed(cfg, "faults"))
     horizon = cfg.fl.rounds * (cfg.fl.round_deadline_s + 60.0)
-    sim.schedule_faults(cfg.faults.expand([SERVER, *ids], fault_rng, horizon))
-    return Simulation(cfg, sim, server, clients, workspace)
+    sim.schedule_faults(cfg.faults.expand([n.node_id for n in plan.nodes], fault_rng, horizon))
+    return Simulation(cfg, sim, plan, workspace)

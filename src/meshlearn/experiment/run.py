@@ -98,7 +98,7 @@ def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str 
         sim.sim.run(until=t0 + horizon_s(cfg))
     except KeyboardInterrupt:
         run.metrics.flush()
-        run.set_status("interrupted", completed_round=sim.server.completed_round)
+        run.set_status("interrupted", completed_round=sim.completed_rounds)
         raise
     return _finish(run, sim, time.perf_counter() - wall0)
 
@@ -107,12 +107,12 @@ def _finish(run: Run, sim, wall_s: float) -> RunOutcome:
     run.metrics.flush()
     rows = run.metrics.round_table(list(RUN_KEYS))
     final = rows[-1] if rows else {}
-    done = sim.server.completed_round >= sim.config.fl.rounds
+    done, rounds = sim.sim.stopped, sim.completed_rounds
     totals = {"bytes_up": sum(r.get("bytes_up", 0) for r in rows), "bytes_down": sum(r.get("bytes_down", 0) for r in rows)}
-    run.set_status("completed" if done else "stopped", completed_round=sim.server.completed_round,
+    run.set_status("completed" if done else "stopped", completed_round=rounds,
                    final_accuracy=final.get("accuracy"), wall_s=round(wall_s, 3), **totals)
     if not done:
-        raise StoreError(f"run {run.id} stalled at round {sim.server.completed_round} of {sim.config.fl.rounds}: "
+        raise StoreError(f"run {run.id} stalled at round {rounds} of {sim.plan.total_rounds}: "
                          f"no progress within {horizon_s(sim.config):.0f} virtual seconds (is the server crashed "
                          f"for good, or are too few clients alive for fl.min_completion?)")
-    return RunOutcome(run, sim.server.completed_round, final, wall_s, done)
+    return RunOutcome(run, rounds, final, wall_s, done)

@@ -63,6 +63,10 @@ class FLConfig(_Strict):
 
 class NetworkConfig(_Strict):
     devices: str = Field("iot", description="client device distribution: uniform, iot, mobile, edge")
+    topology: str = Field("ring", description="peer graph of decentralized algorithms (cmfd, gossip): ring, k_hop_ring, "
+                                             "erdos_renyi, barabasi_albert, random_geometric, star; server-based "
+                                             "algorithms always use a star around the server")
+    topology_params: dict[str, Any] = Field({}, description="parameters of the topology, e.g. {k=2} for k_hop_ring")
     latency_s: float = Field(0.02, ge=0, description="one-way latency of every link")
     jitter_s: float = Field(0.005, ge=0, description="uniform extra delay in [0, jitter_s)")
     bandwidth_bps: float = Field(1e8, gt=0, description="link capacity; device up/down bandwidth caps it further")
