@@ -38,3 +38,18 @@ def test_open_path_loads_a_user_file_and_checks_its_shape(tmp_path):
 def test_open_size_larger_than_training_set_is_a_config_error():
     with pytest.raises(ConfigError, match="data.open_size"):
         ws(open_size=100_000)
+
+
+def test_npz_datasets_honour_test_fraction(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((1000, 4), dtype=np.float32), y=rng.integers(0, 3, 1000))
+    half = ws(dataset="npz", path=str(tmp_path / "d.npz"), test_fraction=0.5)
+    assert len(half.test) == 500
+
+
+def test_file_dataset_without_path_gets_a_clean_message():
+    from meshlearn.config import validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(ExperimentConfig, {"data": {"dataset": "npz"}})
+    assert "set data.path" in str(err.value) and "Value error" not in str(err.value)

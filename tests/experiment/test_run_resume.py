@@ -53,3 +53,15 @@ def test_a_run_whose_server_dies_for_good_stops_with_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="stalled at round 0 of 3"):
         run_simulated(c, store=RunStore(tmp_path))
     assert RunStore(tmp_path).open_run("latest").reload()["status"] == "stopped"
+
+
+def test_a_run_that_fails_while_being_built_is_marked_failed(tmp_path):
+    from meshlearn.errors import DataError
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    c = ExperimentConfig.model_validate({"name": "bad", "data": {"dataset": "npz", "path": str(bad)}})
+    with pytest.raises(DataError):
+        run_simulated(c, store=RunStore(tmp_path / "runs"))
+    info = RunStore(tmp_path / "runs").open_run("latest").reload()
+    assert info["status"] == "failed" and "bad.npz" in info["error"]

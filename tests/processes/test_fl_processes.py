@@ -139,11 +139,13 @@ def test_killed_server_restarts_and_resumes_at_the_last_completed_round(cluster)
 def test_unauthenticated_client_is_rejected_and_honest_clients_finish(cluster):
     c = cluster(rounds=2, clients=2)
     c.start_server()
-    c.start_clients()
+    c.wait_for("serving run")  # the intruder must knock while the server listens
     intruder = subprocess.Popen([sys.executable, "-m", "meshlearn", "join", "quickstart", *c.sets, "--client-id",
-                                 "client-01", "--server", f"127.0.0.1:{c.port}", "--timeout", "8"],
+                                 "client-01", "--server", f"127.0.0.1:{c.port}", "--timeout", "8",
+                                 "--rejoin-s", "1"],
                                 env={**c.env, "MESHLEARN_SECRET": "wrong"}, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    c.start_clients()
     assert c.finish() == 0, "".join(c.lines)
     out, _ = intruder.communicate(timeout=60)
     assert intruder.returncode != 0

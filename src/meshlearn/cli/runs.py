@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meshlearn.cli import app
-from meshlearn.errors import ConfigError, StoreError, UsageError
+from meshlearn.errors import ConfigError, UsageError
 from meshlearn.store import RunStore, export_csv, export_json
 
 console = Console()
@@ -60,15 +60,11 @@ def export_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix o
     """Write a run's metrics as CSV or JSON."""
     if fmt not in ("csv", "json"):
         raise ConfigError("--format", f"unknown format {fmt!r}", ["csv", "json"])
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"cannot write --out {out}: its directory {out.parent} does not exist; check that the "
+                         "directory exists or pick another path")
     r = RunStore(runs_dir).open_run(run)
-    try:
-        path = export_csv(r, out) if fmt == "csv" else export_json(r, out)
-    except OSError as err:
-        if out is None:
-            raise StoreError(f"cannot write the export into {r.path}: {err.strerror}; pass --out FILE "
-                             "to write it elsewhere") from None
-        raise UsageError(f"cannot write --out {out}: {err.strerror}; check that its directory exists "
-                         "and is writable") from None
+    path = export_csv(r, out) if fmt == "csv" else export_json(r, out)  # other write failures: StoreError
     console.print(f"wrote {path}")
 
 

@@ -196,6 +196,8 @@ def _reason(model_cls: type[BaseModel], err: Mapping[str, Any]) -> tuple[str, li
         return f"{_short(given)} is not a valid choice; valid: {', '.join(choices)}", choices
     if kind.endswith(_TYPE_ERROR_SUFFIXES) or kind in _TYPE_ERRORS:
         return f"expected {type_name(ann)}, got {_short(given)} ({type(given).__name__})", []
+    if kind == "value_error":  # a validator's own message already says what is wrong and how to fix it
+        return str(err["msg"]).removeprefix("Value error, "), []
     return f"{err['msg']} (got {_short(given)})", []
 
 

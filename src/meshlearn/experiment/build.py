@@ -54,7 +54,7 @@ def build_workspace(cfg: ExperimentConfig) -> Workspace:
     """Load the dataset, split it over the clients and return the task workspace."""
     configure_torch(cfg)
     d = cfg.data
-    if d.dataset in ("digits", "csv"):
+    if d.dataset in ("digits", "csv", "npz"):
         params = {"test_fraction": d.test_fraction, "seed": _seed(cfg, "split")}
         if d.path:
             params["path"] = d.path

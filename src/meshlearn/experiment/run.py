@@ -91,7 +91,11 @@ def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str 
     run, cfg, state, t0 = prepare_run(store, cfg, resume)
     save = run.save_checkpoint if cfg.runtime.checkpoint else None
     on_ckpt = (lambda node, rnd, tensors, meta: save(rnd, tensors, meta)) if save else None
-    sim = build_simulation(cfg, sink=RoundSink(run, on_round), on_checkpoint=on_ckpt, resume=state, start_time=t0)
+    try:
+        sim = build_simulation(cfg, sink=RoundSink(run, on_round), on_checkpoint=on_ckpt, resume=state, start_time=t0)
+    except Exception as err:
+        run.set_status("failed", error=str(err))
+        raise
     run.set_status("running")
     wall0 = time.perf_counter()
     try:

@@ -36,6 +36,13 @@ class DataConfig(_Strict):
     open_path: str | None = Field(None, description="an .npz file whose array `x` is the unlabelled set instead "
                                                     "(same input shape as the dataset)")
 
+    @model_validator(mode="after")
+    def _file_datasets_need_path(self) -> "DataConfig":
+        if self.dataset != "digits" and not self.path:
+            raise ValueError(f"dataset {self.dataset!r} reads your files: set data.path (a directory for IDX "
+                             "files, a file for npz and csv)")
+        return self
+
 
 class ModelConfig(_Strict):
     name: Literal["mlp", "cnn"] = Field("mlp", description="reference model from the model registry")
@@ -99,9 +106,3 @@ class ExperimentConfig(_Strict):
     wire: WireConfig = Field(default_factory=WireConfig, description="tensor encoding on the wire")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="execution settings")
 
-    @model_validator(mode="after")
-    def _file_datasets_need_path(self) -> "ExperimentConfig":
-        if self.data.dataset != "digits" and not self.data.path:
-            from meshlearn.errors import ConfigError
-            raise ConfigError("data.path", f"dataset {self.data.dataset!r} reads your files; set data.path")
-        return self

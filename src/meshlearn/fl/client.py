@@ -2,11 +2,17 @@
 
 The client keeps no state between rounds beyond the round it is working on, so a crash and
 recovery only costs the round in progress. Training runs as a task on the executor.
+
+With ``telemetry`` (e.g. nominal ``flops``, ``up_bps``, ``down_bps``, ``num_samples``) the client
+reports its resources in fl.join meta, for resource-aware selectors (FedCS). It is fixed at
+construction, so under fluctuating resources it goes stale, as real self-reports do. Updates
+carry ``sq_loss`` when the training result has one (Oort's per-sample loss statistic).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Any, Callable, Mapping
 
 from meshlearn.fl import messages as kinds
 from meshlearn.node import Context, Node
@@ -19,9 +25,10 @@ class FLClient(Node):
     """Trains the global model on local data when the server asks."""
 
     def __init__(self, node_id: str, server: str, train_task_factory: Callable[..., object],
-                 rejoin_s: float = 30.0):
+                 rejoin_s: float = 30.0, telemetry: Mapping[str, Any] | None = None):
         super().__init__(node_id)
         self.server = server
+        self.telemetry = dict(telemetry or {})  # fl.join meta; {} reports nothing
         self.rejoin_s = rejoin_s  # re-send fl.join after this long without word from the server
         self.make_train_task = train_task_factory  # (client, params, **meta) -> task
         self.task_id: int | None = None
@@ -34,7 +41,7 @@ class FLClient(Node):
 
     def _join(self, ctx: Context) -> None:
         """Announce ourselves; repeated while the server is silent, so a restarted server finds us."""
-        ctx.send(self.server, Message(kinds.JOIN, {}))
+        ctx.send(self.server, Message(kinds.JOIN, dict(self.telemetry)))
         ctx.set_timer("rejoin", self.rejoin_s)
 
     def on_timer(self, ctx: Context, name: str) -> None:
@@ -67,5 +74,8 @@ class FLClient(Node):
         if task_id != self.task_id:
             return
         meta = {"round": self.task_round, "num_samples": int(result.num_samples), "loss": float(result.loss)}
+        sq_loss = getattr(result, "sq_loss", None)
+        if sq_loss is not None and math.isfinite(sq_loss):
+            meta["sq_loss"] = float(sq_loss)
         ctx.send(self.server, Message(kinds.UPDATE, meta, result.params))
         self.task_id = None

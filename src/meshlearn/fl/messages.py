@@ -8,6 +8,11 @@ ONLY APPEND to this list: the strings are part of the wire protocol between vers
                                         prox_mu, seed
     client → server  fl.update    meta: round, num_samples, loss    tensors: trained parameters
     server → client  fl.shutdown  meta: reason                      the run is over
+
+Meta keys added later (optional: receivers tolerate their absence, old senders omit them):
+
+    fl.join    flops, up_bps, down_bps, num_samples   the client's nominal resources (FedCS telemetry)
+    fl.update  sq_loss                                mean squared per-sample training loss (Oort)
 """
 
 JOIN = "fl.join"

@@ -3,11 +3,16 @@
 Round life-cycle:
 
     wait for `min_clients` joins (or `join_timeout_s`)
-    → select ⌈fraction · roster⌉ clients, send them the global parameters, arm the deadline timer
+    → the selector picks k clients (`clients_per_round`, else ⌈fraction · roster⌉), send them the
+      global parameters, arm the deadline timer
     → collect updates (wrong round, unknown sender or wrong shape: rejected and logged)
     → all selected replied, or deadline: if ≥ min_completion of them replied, aggregate;
       otherwise keep the old model (round recorded as failed)
+    → tell the selector how each selected client did (ClientFeedback)
     → evaluate the global model (a task), record metrics, checkpoint, next round or stop.
+
+Selection is pluggable (`meshlearn.fl.selection`); the default `random` selector makes exactly the
+rng draws this server always made. Clients' fl.join meta goes to `selector.telemetry`.
 
 FedProx differs from FedAvg only in the clients' proximal term (`prox_mu` in fl.train).
 Resuming: pass `resume=(round, params)` and the server continues at round + 1.
@@ -16,13 +21,14 @@ Resuming: pass `resume=(round, params)` and the server continues at round + 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from meshlearn.errors import ProtocolError
 from meshlearn.fl import messages as kinds
 from meshlearn.fl.aggregate import AGGREGATORS, check_update
+from meshlearn.fl.selection import ClientFeedback, RandomSelector, Selector
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
 
@@ -35,6 +41,7 @@ Params = dict[str, np.ndarray]
 class ServerSettings:
     rounds: int = 30
     fraction: float = 1.0  # share of joined clients selected each round
+    clients_per_round: int | None = None  # fixed k per round (capped at the roster); overrides fraction
     min_clients: int = 2  # joins to wait for before round 1
     join_timeout_s: float = 60.0  # start anyway after this long if ≥ 1 client joined
     round_deadline_s: float = 60.0  # updates after this are late and ignored
@@ -57,15 +64,17 @@ class _Round:
     tx0: int
     rx0: int
     rejected: int = 0
+    feedback: dict[str, ClientFeedback] = field(default_factory=dict)  # accepted updates only
 
 
 class FLServer(Node):
     """Coordinates FedAvg/FedProx rounds over whichever clients join."""
 
     def __init__(self, node_id: str, params: Params, settings: ServerSettings, eval_task_factory,
-                 resume: tuple[int, Params] | None = None):
+                 resume: tuple[int, Params] | None = None, selector: Selector | None = None):
         super().__init__(node_id)
         self.settings = settings
+        self.selector = selector if selector is not None else RandomSelector()
         self.params = params
         self.make_eval_task = eval_task_factory  # params -> task
         self.aggregate = AGGREGATORS.get(settings.aggregator)
@@ -89,7 +98,7 @@ class FLServer(Node):
 
     def on_message(self, ctx: Context, src: str, msg: Message) -> None:
         if msg.kind == kinds.JOIN:
-            self._on_join(ctx, src)
+            self._on_join(ctx, src, msg)
         elif msg.kind == kinds.UPDATE:
             self._on_update(ctx, src, msg)
         else:
@@ -108,8 +117,10 @@ class FLServer(Node):
             self._after_eval(ctx, result)
 
     # ----- joins and updates --------------------------------------------------------------
-    def _on_join(self, ctx: Context, src: str) -> None:
+    def _on_join(self, ctx: Context, src: str, msg: Message) -> None:
         self.roster.add(src)
+        if msg.meta:
+            self.selector.telemetry(src, msg.meta)
         if not self.started and len(self.roster) >= self.settings.min_clients:
             self._begin_round(ctx)
 
@@ -126,6 +137,8 @@ class FLServer(Node):
             ctx.log(f"rejected update from {src}: {err}", level="warning")
             return
         rnd.updates[src] = (msg.tensors, num_samples)
+        rnd.feedback[src] = ClientFeedback(ctx.now - rnd.started_at, num_samples, _finite(msg.meta.get("loss")),
+                                           _finite(msg.meta.get("sq_loss")))
         if len(rnd.updates) == len(rnd.selected):
             self._close_round(ctx)
 
@@ -142,9 +155,8 @@ class FLServer(Node):
 
     def _select(self, ctx: Context) -> list[str]:
         roster = sorted(self.roster)
-        k = max(1, math.ceil(self.settings.fraction * len(roster)))
-        picked = ctx.rng.choice(len(roster), size=min(k, len(roster)), replace=False)
-        return [roster[i] for i in sorted(picked)]
+        k = self.settings.clients_per_round or max(1, math.ceil(self.settings.fraction * len(roster)))
+        return self.selector.select(roster, min(k, len(roster)), ctx.now, ctx.rng)
 
     def _train_message(self, ctx: Context, number: int) -> Message:
         s = self.settings
@@ -161,6 +173,8 @@ class FLServer(Node):
         else:
             ctx.log(f"round {rnd.number} failed: {len(rnd.updates)}/{len(rnd.selected)} updates", level="warning")
         self._round_ok = ok
+        missed = ClientFeedback(None)
+        self.selector.feedback(rnd.number, {c: rnd.feedback.get(c, missed) for c in rnd.selected})
         self.eval_task_id = ctx.submit(self.make_eval_task(self.params))
 
     def _after_eval(self, ctx: Context, result) -> None:
@@ -189,6 +203,13 @@ class FLServer(Node):
         for client in sorted(self.roster):
             ctx.send(client, Message(kinds.SHUTDOWN, {"reason": reason}))
         ctx.stop()
+
+
+def _finite(value) -> float | None:
+    """A peer-reported statistic as a float, or None when it is missing or not a finite number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _positive_int(value) -> int:

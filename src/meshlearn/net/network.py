@@ -4,6 +4,8 @@
 it arrive?". Each directed pair gets its own ``Link`` on first use, with a Generator derived from
 the root ``SeedSequence`` and a SHA-256 of the pair's names, so a pair's randomness does not depend
 on which pairs were used before it. Only direct neighbours talk; there is no multi-hop routing.
+With ``dynamics`` (see ``meshlearn.net.dynamics``) device bandwidth is read at send time from
+``dynamics.profile_at(node, now)``; without it the static ``devices`` profiles are used.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from meshlearn.errors import UsageError
 from meshlearn.net.devices import DeviceProfile
+from meshlearn.net.dynamics import DeviceDynamics
 from meshlearn.net.link import DatagramTransfer, Link, LinkSpec, Transfer
 from meshlearn.net.packetizer import packet_sizes
 from meshlearn.net.topology import Topology
@@ -45,12 +48,14 @@ class Network:
         devices: dict[str, DeviceProfile],
         seed_seq: np.random.SeedSequence,
         link_overrides: dict[tuple[str, str], LinkSpec] | None = None,
+        dynamics: DeviceDynamics | None = None,
     ):
         self.topology = topology
         self.link_spec = link
         self.devices = dict(devices)
         self.seed_seq = seed_seq
         self.link_overrides = dict(link_overrides or {})
+        self.dynamics = dynamics
         for pair in self.link_overrides:
             for node in pair:
                 self._check_node(node)
@@ -104,13 +109,22 @@ class Network:
             self.links[key] = Link(spec, pair_rng(self.seed_seq, src, dst))
         return self.links[key]
 
-    def bandwidth(self, src: str, dst: str) -> float:
+    def profile(self, node: str, now: float | None = None) -> DeviceProfile | None:
+        """``node``'s device profile at ``now``: from ``dynamics`` when it covers the node, else static."""
+        if self.dynamics is not None and now is not None:
+            varying = self.dynamics.profile_at(node, now)
+            if varying is not None:
+                return varying
+        return self.devices.get(node)
+
+    def bandwidth(self, src: str, dst: str, now: float | None = None) -> float:
         """Effective rate: min of the link, ``src``'s uplink and ``dst``'s downlink (when known)."""
         rates = [self.link(src, dst).spec.bandwidth_bps]
-        if src in self.devices:
-            rates.append(self.devices[src].up_bps)
-        if dst in self.devices:
-            rates.append(self.devices[dst].down_bps)
+        up, down = self.profile(src, now), self.profile(dst, now)
+        if up is not None:
+            rates.append(up.up_bps)
+        if down is not None:
+            rates.append(down.down_bps)
         return min(rates)
 
     # -- sending ------------------------------------------------------------------------
@@ -119,7 +133,7 @@ class Network:
         """Send a message; None when ``dst`` is not a neighbour or a partition separates them."""
         if not self.reachable(src, dst):
             return None
-        result = self.link(src, dst).transmit(nbytes, now, reliable, self.bandwidth(src, dst))
+        result = self.link(src, dst).transmit(nbytes, now, reliable, self.bandwidth(src, dst, now))
         self._count(src, dst, nbytes, result.wire_bytes, nbytes if result.delivered else 0)
         return result
 
@@ -128,7 +142,7 @@ class Network:
         if not self.reachable(src, dst):
             return None
         link = self.link(src, dst)
-        result = link.transmit_datagram(nbytes, now, self.bandwidth(src, dst))
+        result = link.transmit_datagram(nbytes, now, self.bandwidth(src, dst, now))
         sizes = packet_sizes(nbytes, link.spec.mtu, link.spec.header_bytes)
         self._count(src, dst, nbytes, result.wire_bytes, int(sizes[result.mask].sum()))
         return result

@@ -2,15 +2,27 @@
 
 An executor takes a task (plain data with a `kind`) and returns a handle whose `result()` gives
 the task's result. The inline executor runs the task on first `result()` call, in the caller's
-thread; later executors (vectorized, process pool, Ray) keep the same interface so the simulator
-and the asyncio runtime never change.
+thread; the others keep the same interface so the simulator and the asyncio runtime never change:
+
+* ``inline``      one task at a time in the caller's thread: the deterministic reference;
+* ``vectorized``  all pending train tasks of one architecture in one batched ``torch.vmap`` pass
+                  (``meshlearn.runtime.vectorized``), equal to inline within float tolerance;
+* ``process``     a stdlib spawn-context process pool, workspace shipped once per worker
+                  (``meshlearn.runtime.pool``), bit-identical to inline;
+* ``ray``         an actor pool on a (local or existing) Ray cluster, ``pip install meshlearn[ray]``
+                  (``meshlearn.runtime.ray_executor``), bit-identical to inline.
+
+``make_executor(name, workspace, **options)`` builds one by name from ``EXECUTORS``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
-__all__ = ["Executor", "Handle", "InlineExecutor", "Workspace"]
+from meshlearn.data._plugins import check_params
+from meshlearn.registry import Registry
+
+__all__ = ["EXECUTORS", "Executor", "Handle", "InlineExecutor", "Workspace", "make_executor"]
 
 
 class Workspace(Protocol):
@@ -63,3 +75,47 @@ class InlineExecutor:
 
     def close(self) -> None:
         pass
+
+
+# name -> factory(workspace, **options) -> Executor. The heavier backends live in their own modules and
+# are imported only when asked for (Ray is an optional extra).
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executors")
+EXECUTORS.register("inline", InlineExecutor)
+
+
+@EXECUTORS.register("vectorized")
+def _vectorized(workspace: Workspace, **options: Any) -> Executor:
+    """Batched training of many same-architecture clients (see meshlearn.runtime.vectorized)."""
+    from meshlearn.runtime.vectorized import VectorizedExecutor
+
+    check_params(VectorizedExecutor, "executor 'vectorized'", options, fixed=1)
+    return VectorizedExecutor(workspace, **options)
+
+
+@EXECUTORS.register("process")
+def _process(workspace: Workspace, **options: Any) -> Executor:
+    """A spawn-context process pool (see meshlearn.runtime.pool)."""
+    from meshlearn.runtime.pool import ProcessPoolExecutor
+
+    check_params(ProcessPoolExecutor, "executor 'process'", options, fixed=1)
+    return ProcessPoolExecutor(workspace, **options)
+
+
+@EXECUTORS.register("ray")
+def _ray(workspace: Workspace, **options: Any) -> Executor:
+    """A Ray actor pool (see meshlearn.runtime.ray_executor); needs ``pip install meshlearn[ray]``."""
+    from meshlearn.runtime.ray_executor import RayExecutor
+
+    check_params(RayExecutor, "executor 'ray'", options, fixed=1)
+    return RayExecutor(workspace, **options)
+
+
+def make_executor(name: str, workspace: Workspace, **options: Any) -> Executor:
+    """Build the executor registered as ``name`` (inline, vectorized, process, ray) for ``workspace``.
+
+    Unknown names raise RegistryError listing the valid ones; unknown options raise UsageError.
+    """
+    factory = EXECUTORS.get(name)
+    if factory is InlineExecutor:
+        check_params(InlineExecutor, "executor 'inline'", options, fixed=1)
+    return factory(workspace, **options)

@@ -3,7 +3,9 @@
 Every message is encoded with the same wire codec and frame sealer as the asyncio runtime, so the
 bytes it counts are the bytes a socket would carry. Delivery time and loss come from
 `meshlearn.net.Network`; task duration from the executor's FLOP model and the node's device
-profile; crashes, recoveries and partitions from a fault list. Same seed ⇒ same trace.
+profile (read at submission from `dynamics.profile_at(node, now)` when a `dynamics` object is given,
+by default the network's; static otherwise); crashes, recoveries and partitions from a fault list.
+Same seed ⇒ same trace.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from meshlearn.errors import UsageError
 from meshlearn.net import Crash, DeviceProfile, Heal, Network, Partition, Recover, compute_time
+from meshlearn.net.dynamics import DeviceDynamics
 from meshlearn.node import Node
 from meshlearn.runtime.executor import Executor
 from meshlearn.sim.loop import EventLoop
@@ -108,11 +111,13 @@ class Simulator:
         trace: bool = False,
         stop_on: Iterable[str] | None = None,
         start_time: float = 0.0,
+        dynamics: DeviceDynamics | None = None,
     ):
         self.loop = EventLoop()
         self.loop.now = start_time  # a resumed run continues the virtual clock
         self.network, self.executor = network, executor
         self.devices = devices or {}
+        self.dynamics = dynamics if dynamics is not None else getattr(network, "dynamics", None)
         self.codec, self.frames = codec or TensorCodec(), frames or FrameCodec(None)
         self.sink = sink if sink is not None else MemorySink()
         self.on_checkpoint = on_checkpoint
@@ -211,11 +216,19 @@ class Simulator:
             raise UsageError("this simulation has no executor; pass executor=InlineExecutor(workspace)")
         self._next_task += 1
         handle = self.executor.submit(task)
-        device = self.devices.get(node_id)
+        device = self._device(node_id)
         duration = compute_time(device, self.executor.flops(task)) if device else 0.0
         st = self._states[node_id]
         self.loop.call_later(duration, self._task_done, (node_id, st.epoch, self._next_task, handle))
         return self._next_task
+
+    def _device(self, node_id: str) -> DeviceProfile | None:
+        """The node's profile now: fluctuating when `dynamics` covers it, else the static one."""
+        if self.dynamics is not None:
+            varying = self.dynamics.profile_at(node_id, self.loop.now)
+            if varying is not None:
+                return varying
+        return self.devices.get(node_id)
 
     def _task_done(self, item: tuple) -> None:
         node_id, epoch, task_id, handle = item

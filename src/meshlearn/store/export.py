@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from meshlearn.errors import StoreError
 from meshlearn.store.files import atomic_write, atomic_write_text
 from meshlearn.store.metrics import MetricRow, MetricsDB
 from meshlearn.store.runs import Run
@@ -44,7 +45,7 @@ def export_csv(run: Run, path: str | Path | None = None, keys: Sequence[str] | N
     table = _with_metrics(run, lambda db: db.round_table(keys) if db else [])
     columns = sorted(keys if keys is not None else {k for row in table for k in row} - {"round"})
     lines = _csv_lines(["round", *columns], table)
-    atomic_write(path, lambda tmp: _write_rows(tmp, lines))
+    _guarded(path, lambda: atomic_write(path, lambda tmp: _write_rows(tmp, lines)))
     return path
 
 
@@ -95,5 +96,13 @@ def export_json(run: Run, path: str | Path | None = None) -> Path:
         "info": _finite(run.info),
         "metrics": _grouped(_with_metrics(run, _all_rows)),
     }
-    atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+    _guarded(path, lambda: atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"))
     return path
+
+
+def _guarded(path: Path, write: Any) -> None:
+    """Run `write`; a filesystem error becomes a StoreError naming the path."""
+    try:
+        write()
+    except OSError as err:
+        raise StoreError(f"cannot write {path}: {err.strerror or err}; pick another --out path") from None

@@ -1,0 +1,407 @@
+"""DS-FL (Itahara et al., IEEE TMC 2023): federated learning by sharing soft labels on an open set.
+
+Models never travel. Each client keeps its own model across rounds; per round r (spec §1):
+
+    server  picks I_r ⊂ open set (its ctx.rng), sends I_r and the previous aggregate ŷ_{r-1} on I_{r-1}
+    client  distils on (I_{r-1}, ŷ_{r-1}) [KL] → trains on its private data [CE] → predicts softmax on I_r
+            → uploads the (|I_r|, C) probabilities
+    server  validates each upload (shape, finite, rows sum to 1: else rejected and logged), aggregates
+            them with SA or ERA (`fl.softlabels`), distils its own model on (I_r, ŷ_r), evaluates it,
+            records the round (the same metrics as FLServer), checkpoints, next round
+
+Round control (joins, selection, deadline, min_completion, crash and rejoin) is FLServer's;
+`DistillRoundServer` / `DistillRoundClient` adapt it to protocols whose payloads are not parameters,
+and FD (`fl.fd`) reuses them. A client's model is local state that survives a crash (it lives on the
+device's disk); a *resumed* run restarts client models from the initial parameters, because only the
+server checkpoints (its model, ŷ and I of the last round).
+
+Message kinds. ONLY APPEND: the strings are part of the wire protocol between versions.
+
+    client → server  dsfl.join      meta: {}
+    server → client  dsfl.round     meta: round, epochs, batch_size, lr,        tensors: indices (int32, I_r),
+                                          momentum, weight_decay, distill_*,      [prev_indices (int32, I_{r-1}),
+                                          encoding, evaluate, seed                 probs | probs_q8 (ŷ_{r-1})]
+    client → server  dsfl.upload    meta: round, num_samples, loss,             tensors: probs | probs_q8
+                                          [test_accuracy, test_loss]                     (|I_r|, C)
+    server → client  dsfl.shutdown  meta: reason
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import numpy as np
+
+from meshlearn.errors import PeerError, ProtocolError, UsageError
+from meshlearn.fl.client import FLClient
+from meshlearn.fl.distill_settings import DSFLSettings
+from meshlearn.fl.selection import ClientFeedback, Selector
+from meshlearn.fl.server import FLServer, ServerSettings, _finite, _positive_int, _Round
+from meshlearn.fl.softlabels import SOFT_AGGREGATORS, check_soft_labels, decode_soft, encode_soft, entropy
+from meshlearn.learn import DistillTask, EvalResult, EvalTask, PredictTask, TrainTask, initial_params
+from meshlearn.node import Context, Node
+from meshlearn.wire import Message
+
+__all__ = ["JOIN", "ROUND", "UPLOAD", "SHUTDOWN", "Kinds", "DistillRoundServer", "DistillRoundClient",
+           "DSFLServer", "DSFLClient", "Upload", "build_dsfl", "server_settings_from"]
+
+JOIN, ROUND, UPLOAD, SHUTDOWN = "dsfl.join", "dsfl.round", "dsfl.upload", "dsfl.shutdown"
+Params = dict[str, np.ndarray]
+_PREFIX = "dsfl."  # checkpoint tensors that are protocol state, not model parameters
+
+
+class Kinds(NamedTuple):
+    """The four message kinds of one output-sharing protocol."""
+
+    join: str
+    round: str
+    upload: str
+    shutdown: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A validated client upload: the payload plus what every protocol reports."""
+
+    payload: Any
+    num_samples: int
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+
+
+# ====================================================================== shared round control
+
+
+class DistillRoundServer(FLServer):
+    """FLServer's round control with the payloads swapped: subclasses fill in four hooks.
+
+        prepare_round(ctx, number)          once per round, before messages go out
+        round_message(ctx, number, client)  the message to one selected client
+        accept_upload(msg) -> Any           the validated payload (raise ProtocolError to reject)
+        conclude_round(ctx, rnd, ok)        aggregate if ok, then `self._submit_eval` or `self._after_eval`
+    """
+
+    KINDS: ClassVar[Kinds]
+
+    def on_start(self, ctx: Context) -> None:
+        self.pending_task: int | None = None
+        super().on_start(ctx)
+
+    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        if msg.kind == self.KINDS.join:
+            self._on_join(ctx, src, msg)
+        elif msg.kind == self.KINDS.upload:
+            self._on_update(ctx, src, msg)
+        else:
+            ctx.log(f"ignored message of kind {msg.kind!r} from {src}", level="warning")
+
+    def _on_update(self, ctx: Context, src: str, msg: Message) -> None:
+        rnd = self.round
+        if rnd is None or msg.meta.get("round") != rnd.number or src not in rnd.selected or src in rnd.updates:
+            ctx.log(f"late or unexpected upload from {src} (round {msg.meta.get('round')})")
+            return
+        try:
+            upload = Upload(self.accept_upload(msg), _positive_int(msg.meta.get("num_samples")),
+                            *_reported_eval(msg.meta))
+        except ProtocolError as err:
+            rnd.rejected += 1
+            ctx.log(f"rejected update from {src}: {err}", level="warning")
+            return
+        rnd.updates[src] = upload
+        rnd.feedback[src] = ClientFeedback(ctx.now - rnd.started_at, upload.num_samples,
+                                           _finite(msg.meta.get("loss")), _finite(msg.meta.get("sq_loss")))
+        if len(rnd.updates) == len(rnd.selected):
+            self._close_round(ctx)
+
+    def _begin_round(self, ctx: Context) -> None:  # FLServer's, with a per-client message
+        self.started = True
+        ctx.cancel_timer("join_timeout")
+        number = self.completed_round + 1
+        selected = self._select(ctx)
+        self.round = _Round(number, selected, {}, ctx.now, self._tx_mark, self._rx_mark)
+        self.prepare_round(ctx, number)
+        for client in selected:
+            ctx.send(client, self.round_message(ctx, number, client))
+        ctx.set_timer("deadline", self.settings.round_deadline_s)
+
+    def _close_round(self, ctx: Context) -> None:
+        ctx.cancel_timer("deadline")
+        rnd = self.round
+        ok = len(rnd.updates) >= max(1, math.ceil(self.settings.min_completion * len(rnd.selected)))
+        if not ok:
+            ctx.log(f"round {rnd.number} failed: {len(rnd.updates)}/{len(rnd.selected)} updates", level="warning")
+        self._round_ok = ok
+        missed = ClientFeedback(None)
+        self.selector.feedback(rnd.number, {c: rnd.feedback.get(c, missed) for c in rnd.selected})
+        self.conclude_round(ctx, rnd, ok)
+
+    def _submit_eval(self, ctx: Context) -> None:
+        self.eval_task_id = ctx.submit(self.make_eval_task(self.params))
+
+    def _after_eval(self, ctx: Context, result) -> None:  # FLServer's, with extra metrics and checkpoint state
+        rnd, self.round = self.round, None
+        self.record_extra(ctx, rnd)
+        self._record_round(ctx, rnd, result)
+        self.completed_round = rnd.number
+        ctx.checkpoint(rnd.number, self.checkpoint_tensors(), {"round": rnd.number, "virtual_time": ctx.now})
+        if self.completed_round >= self.settings.rounds:
+            self._finish(ctx, "all rounds done")
+        else:
+            self._begin_round(ctx)
+
+    def _finish(self, ctx: Context, reason: str) -> None:
+        for client in sorted(self.roster):
+            ctx.send(client, Message(self.KINDS.shutdown, {"reason": reason}))
+        ctx.stop()
+
+    # ----- hooks with defaults ------------------------------------------------------------
+    def prepare_round(self, ctx: Context, number: int) -> None:
+        """Per-round state shared by every client's message (DS-FL: draw I_r)."""
+
+    def record_extra(self, ctx: Context, rnd: _Round) -> None:
+        """Protocol-specific round metrics, recorded before the standard ones (virtual_time stays last)."""
+
+    def checkpoint_tensors(self) -> Params:
+        return self.params
+
+    @staticmethod
+    def reported_result(rnd: _Round) -> EvalResult:
+        """Mean of the test accuracy/loss the round's clients reported on their own models (NaN if none)."""
+        done = [u for _, u in sorted(rnd.updates.items()) if u.test_accuracy is not None]
+        if not done:
+            return EvalResult(math.nan, math.nan, 0)
+        return EvalResult(float(np.mean([u.test_accuracy for u in done])),
+                          float(np.mean([u.test_loss for u in done])), len(done))
+
+
+def _reported_eval(meta: dict) -> tuple[float | None, float | None]:
+    acc, loss = meta.get("test_accuracy"), meta.get("test_loss")
+    if acc is None:
+        return None, None
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
+        raise ProtocolError(f"test_accuracy must be a number in [0, 1], got {acc!r}")
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not loss >= 0:
+        raise ProtocolError(f"test_loss must be a number >= 0 with test_accuracy, got {loss!r}")
+    return float(acc), float(loss)
+
+
+class DistillRoundClient(FLClient):
+    """FLClient's join/rejoin/shutdown with a chain of tasks per round: subclasses fill in three hooks.
+
+        start_round(msg) -> list[str]   decode the round message (raise PeerError to ignore it); stage names
+        stage_task(stage) -> task       the task of one stage (built when the previous one finished)
+        absorb(stage, result)           keep what a finished stage produced
+        upload() -> Message             sent after the last stage
+    """
+
+    KINDS: ClassVar[Kinds]
+
+    def on_start(self, ctx: Context) -> None:
+        self.stages: list[str] = []
+        self.stage: str | None = None
+        super().on_start(ctx)
+
+    def _join(self, ctx: Context) -> None:
+        ctx.send(self.server, Message(self.KINDS.join, {}))
+        ctx.set_timer("rejoin", self.rejoin_s)
+
+    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        if src != self.server:
+            ctx.log(f"ignored {msg.kind!r} from {src}: not my server", level="warning")
+            return
+        ctx.set_timer("rejoin", self.rejoin_s)
+        if msg.kind == self.KINDS.round:
+            self._on_round(ctx, msg)
+        elif msg.kind == self.KINDS.shutdown:
+            self.finished = True
+            ctx.cancel_timer("rejoin")
+            ctx.stop()
+
+    def _on_round(self, ctx: Context, msg: Message) -> None:
+        try:
+            stages = self.start_round(msg)
+        except PeerError as err:
+            ctx.log(f"ignored round message from {self.server}: {err}", level="warning")
+            return
+        self.task_round, self.stages = msg.meta.get("round"), list(stages)
+        self._next_stage(ctx)
+
+    def _next_stage(self, ctx: Context) -> None:
+        if not self.stages:
+            ctx.send(self.server, self.upload())
+            self.task_id = self.stage = None
+            return
+        self.stage = self.stages.pop(0)
+        self.task_id = ctx.submit(self.stage_task(self.stage))
+
+    def on_task_done(self, ctx: Context, task_id: int, result) -> None:
+        if task_id != self.task_id:
+            return  # a stage of an abandoned round
+        self.absorb(self.stage, result)
+        self._next_stage(ctx)
+
+
+def server_settings_from(common: dict[str, Any], num_clients: int) -> ServerSettings:
+    """FLServer's settings from the FedAvg-style `common` keys; `min_clients` defaults to every client."""
+    allowed = {"rounds", "fraction", "epochs", "batch_size", "lr", "momentum", "weight_decay", "round_deadline_s",
+               "min_completion", "join_timeout_s", "min_clients"}
+    unknown = sorted(set(common) - allowed)
+    if unknown:
+        raise UsageError(f"unknown round settings {unknown} (valid: {', '.join(sorted(allowed))})")
+    return ServerSettings(**{"min_clients": num_clients, **common})
+
+
+# ====================================================================== DS-FL
+
+
+class DSFLServer(DistillRoundServer):
+    """Selects clients, labels a fresh open subset each round with their aggregated soft labels."""
+
+    KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
+
+    def __init__(self, node_id: str, params: Params, settings: ServerSettings, dsfl: DSFLSettings, num_open: int,
+                 num_classes: int, eval_task_factory: Callable[[Params], object] = EvalTask,
+                 resume: tuple[int, Params] | None = None, selector: Selector | None = None):
+        if num_open < 1:
+            raise UsageError("DS-FL needs a shared unlabelled set; set data.open_size > 0 (or data.open_path)")
+        state = {k: v for k, v in (resume[1] if resume else {}).items() if k.startswith(_PREFIX)}
+        resume = (resume[0], {k: v for k, v in resume[1].items() if k not in state}) if resume else None
+        super().__init__(node_id, params, settings, eval_task_factory, resume=resume, selector=selector)
+        self.dsfl, self.num_open, self.num_classes = dsfl, int(num_open), int(num_classes)
+        fn = SOFT_AGGREGATORS.get(dsfl.aggregation)
+        kw = {"temperature": dsfl.temperature} if "temperature" in inspect.signature(fn).parameters else {}
+        self.aggregate_soft = lambda probs: fn(probs, **kw)
+        self.soft: np.ndarray | None = state.get(_PREFIX + "soft_labels")  # ŷ of the last successful round
+        self.soft_indices: np.ndarray | None = state.get(_PREFIX + "indices")  # its I
+        self.subset = np.zeros(0, np.int64)  # I_r of the round in flight
+
+    def prepare_round(self, ctx: Context, number: int) -> None:
+        size = min(self.dsfl.subset_size, self.num_open)
+        self.subset = np.sort(ctx.rng.choice(self.num_open, size=size, replace=False)).astype(np.int64)
+        tensors = {"indices": self.subset.astype(np.int32)}
+        if self.soft is not None:
+            tensors |= {"prev_indices": self.soft_indices.astype(np.int32),
+                        **encode_soft(self.soft, self.dsfl.soft_label_encoding)}
+        self._round_tensors = tensors
+
+    def round_message(self, ctx: Context, number: int, client: str) -> Message:
+        s, d = self.settings, self.dsfl
+        meta = dict(round=number, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
+                    weight_decay=s.weight_decay, distill_epochs=d.distill_epochs, distill_lr=d.distill_lr,
+                    distill_batch_size=d.distill_batch_size, distill_momentum=d.distill_momentum,
+                    encoding=d.soft_label_encoding, evaluate=not d.server_distill, seed=int(ctx.rng.integers(2**31)))
+        return Message(ROUND, meta, self._round_tensors)
+
+    def accept_upload(self, msg: Message) -> np.ndarray:
+        probs = decode_soft(msg.tensors)
+        check_soft_labels(probs, (len(self.subset), self.num_classes), self.dsfl.soft_label_encoding)
+        if not self.dsfl.server_distill and msg.meta.get("test_accuracy") is None:
+            raise ProtocolError("upload lacks test_accuracy, which this server asked for (evaluate = true)")
+        return probs
+
+    def conclude_round(self, ctx: Context, rnd: _Round, ok: bool) -> None:
+        if ok:
+            self.soft = self.aggregate_soft([u.payload for _, u in sorted(rnd.updates.items())])
+            self.soft_indices = self.subset
+        if not self.dsfl.server_distill:
+            self._after_eval(ctx, self.reported_result(rnd))
+        elif ok:
+            task = DistillTask(client=self.node_id, params=self.params, indices=self.subset, targets=self.soft,
+                               loss="kl", epochs=self.dsfl.server_distill_epochs,
+                               batch_size=self.dsfl.distill_batch_size, lr=self.dsfl.distill_lr,
+                               momentum=self.dsfl.distill_momentum, seed=int(ctx.rng.integers(2**31)))
+            self.pending_task = ctx.submit(task)
+        else:
+            self._submit_eval(ctx)
+
+    def on_task_done(self, ctx: Context, task_id: int, result) -> None:
+        if task_id == self.pending_task and self.round is not None:
+            self.pending_task, self.params = None, result.params
+            self._submit_eval(ctx)
+        elif task_id == self.eval_task_id:
+            self._after_eval(ctx, result)
+
+    def record_extra(self, ctx: Context, rnd: _Round) -> None:
+        value = float(entropy(self.soft).mean()) if self.soft is not None else math.nan
+        ctx.record("soft_label_entropy", value, round=rnd.number)
+
+    def checkpoint_tensors(self) -> Params:
+        if self.soft is None:
+            return self.params
+        return {**self.params, _PREFIX + "soft_labels": self.soft, _PREFIX + "indices": self.soft_indices}
+
+
+class DSFLClient(DistillRoundClient):
+    """Keeps its own model; per round: distil on the last aggregate, train privately, predict on I_r."""
+
+    KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
+
+    def __init__(self, node_id: str, server: str, params: Params, num_open: int,
+                 train_task_factory: Callable[..., object] = TrainTask, rejoin_s: float = 30.0):
+        super().__init__(node_id, server, train_task_factory, rejoin_s)
+        self.params, self.num_open = params, int(num_open)
+        self.meta: dict[str, Any] = {}
+        self.out: dict[str, Any] = {}
+
+    def start_round(self, msg: Message) -> list[str]:
+        t, m = msg.tensors, msg.meta
+        indices, prev = _index_tensor(t, "indices", self.num_open), None
+        if "prev_indices" in t:
+            prev = (_index_tensor(t, "prev_indices", self.num_open), decode_soft(t))
+            if prev[1].shape[0] != len(prev[0]):
+                raise ProtocolError(f"{len(prev[0])} previous indices but {prev[1].shape[0]} soft-label rows")
+        self.indices, self.prev, self.meta, self.out = indices, prev, m, {}
+        stages = ["distill"] if prev is not None and m["distill_epochs"] > 0 else []
+        return stages + ["train", "predict"] + (["evaluate"] if m.get("evaluate") else [])
+
+    def stage_task(self, stage: str):
+        m = self.meta
+        if stage == "distill":
+            return DistillTask(client=self.node_id, params=self.params, indices=self.prev[0], targets=self.prev[1],
+                               loss="kl", epochs=m["distill_epochs"], batch_size=m["distill_batch_size"],
+                               lr=m["distill_lr"], momentum=m["distill_momentum"], seed=m["seed"])
+        if stage == "train":
+            return self.make_train_task(client=self.node_id, params=self.params, epochs=m["epochs"],
+                                        batch_size=m["batch_size"], lr=m["lr"], momentum=m["momentum"],
+                                        weight_decay=m["weight_decay"], seed=(m["seed"] + 1) % 2**31)
+        if stage == "predict":
+            return PredictTask(self.params, self.indices)
+        return EvalTask(self.params)
+
+    def absorb(self, stage: str, result) -> None:
+        if stage in ("distill", "train"):
+            self.params = result.params
+        if stage == "train":
+            self.out |= {"num_samples": int(result.num_samples), "loss": float(result.loss)}
+        elif stage == "predict":
+            self.out["probs"] = result.probs
+        elif stage == "evaluate":
+            self.out |= {"test_accuracy": float(result.accuracy), "test_loss": float(result.loss)}
+
+    def upload(self) -> Message:
+        meta = {"round": self.task_round, **{k: v for k, v in self.out.items() if k != "probs"}}
+        return Message(UPLOAD, meta, encode_soft(self.out["probs"], self.meta.get("encoding", "fp32")))
+
+
+def _index_tensor(tensors: dict[str, np.ndarray], name: str, limit: int) -> np.ndarray:
+    idx = tensors.get(name)
+    if idx is None or idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise ProtocolError(f"round message needs a 1-D integer tensor {name!r}")
+    if len(idx) and (idx.min() < 0 or idx.max() >= limit):
+        raise ProtocolError(f"{name!r} must index the open set 0..{limit - 1}")
+    return idx.astype(np.int64)
+
+
+def build_dsfl(settings: DSFLSettings, common: dict[str, Any], workspace, client_ids: list[str],
+               resume: tuple[int, Params] | None = None, server_id: str = "server") -> tuple[list[Node], list[str]]:
+    """DS-FL nodes over `workspace` (which needs an open set): (nodes, ids whose stop() ends the run)."""
+    if workspace.open is None or len(workspace.open) == 0:
+        raise UsageError("DS-FL needs a shared unlabelled set; set data.open_size > 0 (or data.open_path)")
+    params, num_open = initial_params(workspace), len(workspace.open)
+    server = DSFLServer(server_id, params, server_settings_from(common, len(client_ids)), settings, num_open,
+                        workspace.train.num_classes, resume=resume)
+    clients = [DSFLClient(c, server_id, params, num_open) for c in client_ids]
+    return [server, *clients], [server_id]

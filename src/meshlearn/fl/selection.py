@@ -1,0 +1,400 @@
+"""Client selection: which of the joined clients train in a round. Small objects with no I/O.
+
+``FLServer`` talks to a selector through three calls:
+
+    telemetry(client, info)          resources the client reported in fl.join (the FedCS "resource
+                                     request"). The values are nominal and may be stale.
+    select(candidates, k, now, rng)  returns up to k of the candidates, in candidate order.
+    feedback(round, results)         one ClientFeedback per selected client, after the round closed.
+
+Built-ins, in ``SELECTORS``:
+
+* ``random``: k clients uniformly at random. It makes the same rng draws the server has always made.
+* ``fedcs``: deadline-aware greedy on the reported resources (Nishio & Yonetani, ICC 2019). Each
+  step adds the client that increases the estimated round time (download + train + upload) least,
+  and selection stops at k clients or when the next client would pass the deadline.
+* ``mab``: the same deadline greedy, fed with optimistic UCB estimates of each client's observed
+  round time instead of its reports (after Yoshida et al., 2020). The time statistics are
+  discounted so that they follow resources that fluctuate.
+* ``oort``: Oort's training selector (Lai et al., OSDI 2021; SymbioticLab/Oort ``oort/oort.py``).
+  It scores clients by statistical utility times a system-speed penalty, adds a staleness bonus,
+  explores ε-greedy, and paces the preferred round duration.
+
+All randomness comes from the ``rng`` passed to ``select``. Selectors never read a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from meshlearn.errors import UsageError
+from meshlearn.registry import Registry
+
+__all__ = ["SELECTORS", "ClientFeedback", "CostModel", "Selector", "RandomSelector", "FedCSSelector",
+           "MABSelector", "OortSelector", "deadline_greedy", "make_selector", "clean_telemetry"]
+
+TELEMETRY_KEYS = ("flops", "up_bps", "down_bps", "num_samples")  # what FLClient reports in fl.join
+
+
+@dataclass(frozen=True)
+class ClientFeedback:
+    """How one selected client did in a round.
+
+    ``duration`` is the virtual time in seconds from the server sending fl.train to the update
+    arriving. It is None when the update missed the deadline, and then the other fields are
+    empty too. ``sq_loss`` is the mean of the squared per-sample training losses that Oort uses.
+    It is None when the client did not report it.
+    """
+
+    duration: float | None
+    num_samples: int = 0
+    loss: float | None = None
+    sq_loss: float | None = None
+
+
+def clean_telemetry(info: Mapping[str, Any]) -> dict[str, float]:
+    """The known keys of a peer's report whose values are positive finite numbers. Others are dropped."""
+    out = {}
+    for key in TELEMETRY_KEYS:
+        value = info.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf:
+            out[key] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What one round asks of a client. It turns reported resources into estimated times."""
+
+    model_bits: float  # bits of the model sent down and of the update sent up
+    train_flops_per_sample: float  # FLOPs of one round's local training per local sample
+    overhead_s: float = 0.0  # fixed extra per round: latencies, framing
+
+    def times(self, info: Mapping[str, float]) -> tuple[float, float] | None:
+        """(download + train, upload) seconds, or None when the report lacks a key."""
+        if any(key not in info for key in TELEMETRY_KEYS):
+            return None
+        ready = self.model_bits / info["down_bps"] + info["num_samples"] * self.train_flops_per_sample / info["flops"]
+        return ready + self.overhead_s, self.model_bits / info["up_bps"]
+
+
+class Selector:
+    """Base class. It ignores telemetry and feedback; subclasses implement ``select``."""
+
+    def telemetry(self, client: str, info: Mapping[str, Any]) -> None:
+        """Remember what ``client`` reported about its resources."""
+
+    def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
+        raise NotImplementedError
+
+    def feedback(self, round: int, results: Mapping[str, ClientFeedback]) -> None:
+        """Learn from a closed round. ``results`` has one entry per selected client."""
+
+
+SELECTORS: Registry[Callable[..., Selector]] = Registry("selectors")
+
+
+def make_selector(name: str, **params: Any) -> Selector:
+    """Build the selector registered as ``name`` with ``params`` (see each class for the keys)."""
+    return SELECTORS.get(name)(**params)
+
+
+def in_order(picked, candidates: list[str]) -> list[str]:
+    """``picked`` sorted the way ``candidates`` are."""
+    chosen = set(picked)
+    return [c for c in candidates if c in chosen]
+
+
+@SELECTORS.register("random")
+class RandomSelector(Selector):
+    """k clients uniformly at random, without replacement."""
+
+    def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
+        picked = rng.choice(len(candidates), size=min(k, len(candidates)), replace=False)
+        return [candidates[i] for i in sorted(picked)]
+
+
+# ----- FedCS and the deadline greedy ---------------------------------------------------------
+
+def round_time(items: list[tuple[float, float]], uploads: str) -> float:
+    """Round time for clients given as (ready, upload) seconds, where ready means the update is
+    trained. With "parallel" every client has its own uplink. With "sequential" the updates take
+    turns on one shared uplink, in the order they become ready."""
+    if uploads == "parallel":
+        return max((r + u for r, u in items), default=0.0)
+    end = 0.0
+    for ready, up in sorted(items):
+        end = max(end, ready) + up
+    return end
+
+
+def deadline_greedy(estimates: list[tuple[str, float, float]], k: int, deadline_s: float,
+                    uploads: str = "parallel") -> list[str]:
+    """FedCS's greedy. ``estimates`` holds (client, ready, upload) tuples. At each step it adds the
+    client whose addition gives the smallest round time, and it stops at ``k`` clients or when
+    the round would pass ``deadline_s``. When no client fits, it returns the fastest one so that
+    the round can still run. Ties go to the earlier entry."""
+    if uploads == "parallel":  # adding the smallest total is the greedy step; sort once
+        ranked = sorted(estimates, key=lambda e: e[1] + e[2])
+        fits = [c for c, r, u in ranked[:k] if r + u <= deadline_s]
+        return fits or [c for c, _, _ in ranked[:1]]
+    chosen: list[tuple[float, float]] = []
+    names: list[str] = []
+    left = list(estimates)
+    while left and len(names) < k:
+        times = [round_time([*chosen, (r, u)], uploads) for _, r, u in left]
+        best = int(np.argmin(times))
+        if times[best] > deadline_s and names:
+            break
+        client, r, u = left.pop(best)
+        chosen.append((r, u))
+        names.append(client)
+        if times[best] > deadline_s:
+            break
+    return names
+
+
+@SELECTORS.register("fedcs")
+class FedCSSelector(Selector):
+    """Deadline greedy on reported resources.
+
+    Each round only a random ``request_fraction`` of the candidates is asked for resources (FedCS
+    step 2). Clients that never reported are left out, and when none has reported the selector
+    falls back to random. The reports come from join time, so under fluctuating resources they
+    go stale. That staleness is the weakness the MAB selector addresses.
+    """
+
+    def __init__(self, *, deadline_s: float, cost: CostModel, request_fraction: float = 1.0,
+                 uploads: str = "parallel"):
+        if not 0 < request_fraction <= 1 or uploads not in ("parallel", "sequential") or deadline_s <= 0:
+            raise UsageError("fedcs needs deadline_s > 0, 0 < request_fraction <= 1, uploads parallel|sequential")
+        self.deadline_s, self.cost = deadline_s, cost
+        self.request_fraction, self.uploads = request_fraction, uploads
+        self.reports: dict[str, dict[str, float]] = {}
+
+    def telemetry(self, client: str, info: Mapping[str, Any]) -> None:
+        self.reports[client] = clean_telemetry(info)
+
+    def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
+        asked = candidates
+        if self.request_fraction < 1:
+            n = max(1, math.ceil(self.request_fraction * len(candidates)))
+            asked = [candidates[i] for i in sorted(rng.choice(len(candidates), size=n, replace=False))]
+        estimates = []
+        for c in asked:
+            t = self.cost.times(self.reports.get(c, {}))
+            if t is not None:
+                estimates.append((c, *t))
+        if not estimates:
+            return RandomSelector().select(candidates, k, now, rng)
+        return in_order(deadline_greedy(estimates, k, self.deadline_s, self.uploads), candidates)
+
+
+# ----- MAB: UCB on observed round times --------------------------------------------------------
+
+@SELECTORS.register("mab")
+class MABSelector(Selector):
+    """The deadline greedy, driven by a lower confidence bound on each client's round time.
+
+    A duration is stored as τ = duration / deadline. A missed deadline counts as ``miss_factor``.
+    A client's estimate is ``(mean τ − c·sqrt(ln N / n)) · deadline``, where n is the client's
+    discounted count and N the total discounted count. Each round every count and sum is
+    multiplied by ``discount``, so old observations fade and a client left out for a while
+    becomes worth trying again. Clients never observed go first, in random order.
+    """
+
+    def __init__(self, *, deadline_s: float, exploration: float = 0.5, discount: float = 0.95,
+                 miss_factor: float = 2.0):
+        if deadline_s <= 0 or exploration < 0 or not 0 < discount <= 1 or miss_factor < 1:
+            raise UsageError("mab needs deadline_s > 0, exploration >= 0, 0 < discount <= 1, miss_factor >= 1")
+        self.deadline_s, self.c, self.discount, self.miss_factor = deadline_s, exploration, discount, miss_factor
+        self.count: dict[str, float] = {}
+        self.total: dict[str, float] = {}
+
+    def estimate(self, client: str) -> float:
+        """Optimistic round time of ``client`` in seconds; -inf when it was never observed."""
+        n = self.count.get(client, 0.0)
+        if n <= 1e-9:
+            return -math.inf
+        big_n = max(sum(self.count.values()), math.e)
+        return (self.total[client] / n - self.c * math.sqrt(math.log(big_n) / n)) * self.deadline_s
+
+    def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
+        order = rng.permutation(len(candidates))  # random tie-break among the never observed
+        estimates = [(candidates[i], self.estimate(candidates[i]), 0.0) for i in order]
+        return in_order(deadline_greedy(estimates, k, self.deadline_s), candidates)
+
+    def feedback(self, round: int, results: Mapping[str, ClientFeedback]) -> None:
+        for client in self.count:
+            self.count[client] *= self.discount
+            self.total[client] *= self.discount
+        for client, fb in results.items():
+            tau = self.miss_factor if fb.duration is None else fb.duration / self.deadline_s
+            self.count[client] = self.count.get(client, 0.0) + 1.0
+            self.total[client] = self.total.get(client, 0.0) + tau
+
+
+# ----- Oort ------------------------------------------------------------------------------------
+
+@dataclass
+class _Arm:
+    reward: float  # statistical utility of the last participation; the data size until then
+    duration: float | None  # last observed round time (or the estimate from the reports)
+    last_round: int = 0  # L_i: last round the client took part in
+    count: int = 0  # rounds taken part in; 0 means unexplored
+
+
+@SELECTORS.register("oort")
+class OortSelector(Selector):
+    """Oort's training selector.
+
+    Utility of an explored client: U = clip(reward) normalised to [0, 1], plus the staleness
+    bonus sqrt(staleness · ln R / L). The reward is |B|·sqrt(mean squared per-sample loss), clipped
+    at the ``clip`` quantile. A client slower than the preferred duration T is multiplied by
+    (T/t)^alpha. T is the ``percentile``-th percentile of the known durations (100 turns it off).
+    Every ``pacer_step`` rounds the pacer raises the percentile by ``pacer_delta`` points when the
+    exploited utility went flat, and lowers it when the utility changed sharply. Exploitation
+    draws (1 − ε)·k clients, with probability ∝ utility, from those scoring above ``cut_off`` times
+    the k-th best. Exploration draws the rest from the unexplored clients, weighted by data size
+    and the speed penalty. ε starts at ``epsilon`` and decays by ``epsilon_decay`` each round down
+    to ``epsilon_min``; it drops to 0 once every client has been explored, as in Oort's code.
+    A missed deadline counts as a duration of ``miss_factor`` · deadline.
+    """
+
+    def __init__(self, *, deadline_s: float | None = None, cost: CostModel | None = None, alpha: float = 2.0,
+                 epsilon: float = 0.9, epsilon_decay: float = 0.95, epsilon_min: float = 0.2,
+                 cut_off: float = 0.7, clip: float = 0.98, staleness: float = 0.1, percentile: float = 30.0,
+                 pacer_step: int = 20, pacer_delta: float = 5.0, sample_window: float = 5.0,
+                 miss_factor: float = 2.0):
+        if not (0 <= epsilon_min <= epsilon <= 1 and 0 < epsilon_decay <= 1 and 0 < clip <= 1 and pacer_step >= 1):
+            raise UsageError("oort needs 0 <= epsilon_min <= epsilon <= 1, 0 < epsilon_decay <= 1, "
+                             "0 < clip <= 1, pacer_step >= 1")
+        self.deadline_s, self.cost, self.alpha = deadline_s, cost, alpha
+        self.epsilon, self.epsilon_decay, self.epsilon_min = epsilon, epsilon_decay, epsilon_min
+        self.cut_off, self.clip, self.staleness = cut_off, clip, staleness
+        self.percentile, self.pacer_step, self.pacer_delta = percentile, pacer_step, pacer_delta
+        self.sample_window, self.miss_factor = sample_window, miss_factor
+        self.arms: dict[str, _Arm] = {}
+        self.round = 0
+        self.exploited: list[str] = []
+        self.succeeded: set[str] = set()
+        self.exploit_history: list[float] = []
+
+    def telemetry(self, client: str, info: Mapping[str, Any]) -> None:
+        report = clean_telemetry(info)
+        times = self.cost.times(report) if self.cost else None
+        arm = self.arms.setdefault(client, _Arm(report.get("num_samples", 1.0), None))
+        if arm.count == 0:
+            arm.reward, arm.duration = report.get("num_samples", 1.0), None if times is None else sum(times)
+
+    # ----- selection -------------------------------------------------------------------
+    def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
+        self.round += 1
+        for c in candidates:
+            self.arms.setdefault(c, _Arm(1.0, None))
+        self._pace()
+        pref = self.preferred_duration()
+        scores = self.scores([c for c in candidates if self.arms[c].count > 0], pref)
+        self.epsilon = max(self.epsilon * self.epsilon_decay, self.epsilon_min)
+        picked = self._exploit(scores, min(int(k * (1 - self.epsilon)), len(scores)), rng)
+        self.exploited = list(picked)
+        unexplored = [c for c in candidates if self.arms[c].count == 0]
+        if unexplored:
+            picked += self._explore(unexplored, min(len(unexplored), k - len(picked)), pref, rng)
+        else:
+            self.epsilon = self.epsilon_min = 0.0
+        taken = set(picked)
+        rest = [c for c in candidates if c not in taken]
+        fill = min(k - len(picked), len(rest))
+        if fill > 0:
+            picked += [rest[i] for i in rng.choice(len(rest), size=fill, replace=False)]
+        return in_order(picked, candidates)
+
+    def preferred_duration(self) -> float:
+        """T: the pacer's percentile of all known client durations (inf when it is at 100)."""
+        known = sorted(a.duration for a in self.arms.values() if a.duration is not None)
+        if self.percentile >= 100 or not known:
+            return math.inf
+        return known[min(int(len(known) * self.percentile / 100), len(known) - 1)]
+
+    def scores(self, explored: list[str], pref: float) -> dict[str, float]:
+        """Utility of each explored client: normalised clipped reward + staleness, speed-penalised."""
+        if not explored:
+            return {}
+        rewards = sorted(self.arms[c].reward for c in explored)
+        clip_at = rewards[min(int(len(rewards) * self.clip), len(rewards) - 1)]
+        low = rewards[0] * 0.999
+        span = max(rewards[-1] - low, 1e-4)
+        out = {}
+        for c in explored:
+            arm = self.arms[c]
+            bonus = math.sqrt(self.staleness * math.log(max(self.round, 1)) / max(arm.last_round, 1))
+            out[c] = ((min(arm.reward, clip_at) - low) / span + bonus) * self._penalty(arm.duration, pref)
+        return out
+
+    def _penalty(self, duration: float | None, pref: float) -> float:
+        if duration is None or duration <= pref:
+            return 1.0
+        return (pref / max(duration, 1e-4)) ** self.alpha
+
+    def _exploit(self, scores: dict[str, float], n: int, rng: np.random.Generator) -> list[str]:
+        if n <= 0:
+            return []
+        ranked = sorted(scores, key=lambda c: -scores[c])
+        floor = scores[ranked[min(n, len(ranked) - 1)]] * self.cut_off
+        pool = [c for c in ranked if scores[c] >= floor]
+        return _weighted_sample(pool, [scores[c] for c in pool], n, rng)
+
+    def _explore(self, unexplored: list[str], n: int, pref: float, rng: np.random.Generator) -> list[str]:
+        if n <= 0:
+            return []
+        weight = {c: self.arms[c].reward * self._penalty(self.arms[c].duration, pref) for c in unexplored}
+        ranked = sorted(unexplored, key=lambda c: -weight[c])[: max(n, int(self.sample_window * n))]
+        return _weighted_sample(ranked, [weight[c] for c in ranked], n, rng)
+
+    def _pace(self) -> None:
+        """Oort's pacer: widen T when the exploited utility is flat, narrow it when it jumps."""
+        done = [self.arms[c].reward for c in self.exploited if c in self.succeeded]
+        self.exploit_history.append(sum(done) / (len(done) + 1e-4))
+        self.succeeded = set()
+        step = self.pacer_step
+        if self.round < 2 * step or self.round % step:
+            return
+        before, recent = sum(self.exploit_history[-2 * step : -step]), sum(self.exploit_history[-step:])
+        if abs(recent - before) <= 0.1 * before:
+            self.percentile = min(100.0, self.percentile + self.pacer_delta)
+        elif abs(recent - before) >= 5 * before:
+            self.percentile = max(self.pacer_delta, self.percentile - self.pacer_delta)
+
+    # ----- feedback --------------------------------------------------------------------
+    def feedback(self, round: int, results: Mapping[str, ClientFeedback]) -> None:
+        self.round = max(self.round, round)
+        for client, fb in results.items():
+            arm = self.arms.setdefault(client, _Arm(1.0, None))
+            arm.last_round, arm.count = round, arm.count + 1
+            if fb.duration is None:  # missed the deadline: slow now, utility unknown
+                arm.duration = self.miss_factor * self.deadline_s if self.deadline_s else arm.duration
+                arm.reward = arm.reward if arm.count > 1 else 0.0
+                continue
+            arm.duration = fb.duration
+            arm.reward = self.utility(fb, arm.reward)
+            self.succeeded.add(client)
+
+    @staticmethod
+    def utility(fb: ClientFeedback, old: float) -> float:
+        """|B| · sqrt(mean squared loss); the mean loss stands in when sq_loss is missing."""
+        sq = fb.sq_loss if fb.sq_loss is not None else (None if fb.loss is None else fb.loss**2)
+        if sq is None or not math.isfinite(sq) or fb.num_samples <= 0:
+            return old
+        return fb.num_samples * math.sqrt(max(sq, 0.0))
+
+
+def _weighted_sample(items: list[str], weights: list[float], n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` distinct items drawn with probability ∝ weight (weights floored at 1e-6)."""
+    w = np.maximum(np.asarray(weights, dtype=float), 1e-6)
+    idx = rng.choice(len(items), size=min(n, len(items)), replace=False, p=w / w.sum())
+    return [items[i] for i in idx]

@@ -1,0 +1,138 @@
+"""Soft labels: aggregation rules and wire encodings for distillation-based FL (DS-FL, FD). Pure, no I/O.
+
+A soft label is a probability vector over C classes; a batch of them is an (n, C) array whose rows
+are ≥ 0 and sum to 1. Rules live in `SOFT_AGGREGATORS` and map a list of client batches (all (n, C),
+same rows = same open samples) to the aggregate batch:
+
+    sa(probs_list)                    mean over clients (Simple Aggregation)
+    era(probs_list, temperature=0.1)  softmax(mean / T): Entropy Reduction Aggregation (Itahara et al.);
+                                      the softmax is applied to *averaged probabilities*, as in the
+                                      paper's re-implementations, so with T = 0.1 no class is ever more
+                                      than e^10 times likelier than another.
+
+ERA sharpens ambiguous aggregates (the non-IID case: clients disagree, mass is spread over many
+classes) but it is not a monotone sharpener: an aggregate that is already confident, or that puts
+~0 mass on some classes, gets those classes lifted to ≥ e^-10 of the top one and its entropy can
+*grow* (e.g. (½, ½, 0, …, 0) over 10 classes: ln 2 → 0.85 nats). Tests pin both behaviours.
+
+Encodings of an (n, C) batch on the wire (`encode_soft` → tensors of a message, `decode_soft` back):
+
+    fp32   {"probs": float32}         exact; 4·n·C bytes
+    fp16   {"probs": float16}         |error| ≤ max(2^-11·p, 2^-25) per entry (rounding); 2·n·C bytes
+    int8   {"probs_q8": uint8}        q = round(255·p) (the row's top class is kept ≥ 1), decoded as
+                                      q / Σq: |error| ≤ (1 + C·p) / (510 − C) per entry (C < 510),
+                                      ≤ 0.022 for C = 10, typically ~1e-3; n·C bytes
+
+Decoding is the gate where a peer's soft labels enter: anything malformed raises ProtocolError.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.registry import Registry
+
+__all__ = ["SOFT_AGGREGATORS", "SOFT_ENCODINGS", "sa", "era", "entropy", "encode_soft", "decode_soft",
+           "check_soft_labels", "soft_bytes"]
+
+Encoding = Literal["fp32", "fp16", "int8"]
+SOFT_ENCODINGS: tuple[str, ...] = ("fp32", "fp16", "int8")
+SOFT_AGGREGATORS: Registry[Callable[..., np.ndarray]] = Registry("soft_aggregators")
+_ROW_ATOL = {"fp32": 1e-3, "fp16": 5e-3, "int8": 1e-3}  # |Σ row − 1| accepted from a peer, per encoding
+
+
+def _stack(probs_list: Sequence[np.ndarray]) -> np.ndarray:
+    if not probs_list:
+        raise UsageError("soft-label aggregation needs at least one client batch")
+    shapes = {np.shape(p) for p in probs_list}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise UsageError(f"client batches must all be (n, C) with the same shape, got {sorted(shapes)}")
+    return np.stack([np.asarray(p, dtype=np.float64) for p in probs_list])
+
+
+@SOFT_AGGREGATORS.register("sa")
+def sa(probs_list: Sequence[np.ndarray]) -> np.ndarray:
+    """Simple Aggregation: the per-sample mean of the clients' probability vectors (float32)."""
+    return _stack(probs_list).mean(axis=0).astype(np.float32)
+
+
+@SOFT_AGGREGATORS.register("era")
+def era(probs_list: Sequence[np.ndarray], temperature: float = 0.1) -> np.ndarray:
+    """Entropy Reduction Aggregation: softmax(mean / temperature), per sample (float32)."""
+    if not temperature > 0:
+        raise UsageError(f"ERA temperature must be > 0, got {temperature}")
+    z = _stack(probs_list).mean(axis=0) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy in nats of each row of an (n, C) probability batch (0·log 0 = 0)."""
+    p = np.asarray(probs, dtype=np.float64)
+    logs = np.log(np.where(p > 0, p, 1.0))
+    return -(p * logs).sum(axis=1)
+
+
+# ------------------------------------------------------------------------------ wire encodings
+
+
+def encode_soft(probs: np.ndarray, encoding: Encoding = "fp32") -> dict[str, np.ndarray]:
+    """Message tensors carrying the (n, C) batch `probs` in `encoding` (see the module table)."""
+    p = np.asarray(probs, dtype=np.float32)
+    if p.ndim != 2:
+        raise UsageError(f"soft labels must be an (n, C) array, got shape {p.shape}")
+    if encoding == "fp32":
+        return {"probs": np.ascontiguousarray(p)}
+    if encoding == "fp16":
+        return {"probs": p.astype(np.float16)}
+    if encoding == "int8":
+        q = np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
+        if len(q):  # keep every row decodable: its top class is never rounded to 0
+            top = p.argmax(axis=1)
+            rows = np.arange(len(q))
+            q[rows, top] = np.maximum(q[rows, top], 1)
+        return {"probs_q8": q}
+    raise UsageError(f"unknown soft-label encoding {encoding!r} (valid: {', '.join(SOFT_ENCODINGS)})")
+
+
+def decode_soft(tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """The float32 (n, C) batch carried by `tensors`; ProtocolError if they do not hold one."""
+    if "probs_q8" in tensors:
+        q = np.asarray(tensors["probs_q8"])
+        if q.dtype != np.uint8 or q.ndim != 2:
+            raise ProtocolError(f"soft labels 'probs_q8' must be a 2-D uint8 array, got {q.dtype} {q.shape}")
+        sums = q.sum(axis=1, dtype=np.int64)
+        if np.any(sums == 0):
+            raise ProtocolError("int8 soft labels contain an all-zero row; every row needs a non-zero class")
+        return (q.astype(np.float64) / sums[:, None]).astype(np.float32)
+    if "probs" in tensors:
+        p = np.asarray(tensors["probs"])
+        if p.dtype not in (np.float32, np.float16) or p.ndim != 2:
+            raise ProtocolError(f"soft labels 'probs' must be a 2-D float32/float16 array, got {p.dtype} {p.shape}")
+        return p.astype(np.float32)
+    raise ProtocolError(f"no soft labels in the message (expected tensor 'probs' or 'probs_q8', got {sorted(tensors)})")
+
+
+def check_soft_labels(probs: np.ndarray, shape: tuple[int, int], encoding: str = "fp32") -> None:
+    """Raise ProtocolError unless `probs` is `shape`, finite, ≥ 0 and every row sums to 1 (within the
+    tolerance of `encoding`)."""
+    if probs.shape != tuple(shape):
+        raise ProtocolError(f"soft labels have shape {probs.shape}, expected {tuple(shape)} (open samples × classes)")
+    if not np.all(np.isfinite(probs)):
+        raise ProtocolError("soft labels contain NaN or infinity")
+    if np.any(probs < 0):
+        raise ProtocolError("soft labels contain negative probabilities")
+    worst = float(np.max(np.abs(probs.sum(axis=1, dtype=np.float64) - 1.0), initial=0.0))
+    if worst > _ROW_ATOL.get(encoding, 1e-3):
+        raise ProtocolError(f"soft-label rows must sum to 1; one is off by {worst:.3g}")
+
+
+def soft_bytes(n: int, num_classes: int, encoding: Encoding) -> int:
+    """Payload bytes of an (n, C) batch in `encoding` (before the wire envelope)."""
+    per = {"fp32": 4, "fp16": 2, "int8": 1}
+    if encoding not in per:
+        raise UsageError(f"unknown soft-label encoding {encoding!r} (valid: {', '.join(SOFT_ENCODINGS)})")
+    return per[encoding] * n * num_classes

@@ -1,0 +1,262 @@
+"""The vectorized executor: many clients of one architecture trained in one batched pass.
+
+Simulating 1,000 clients that each take a few SGD steps on a small model is dominated by
+per-step Python and dispatch overhead, not arithmetic. This executor defers every submitted
+``TrainTask``; the first ``result()`` asked of any of them trains *all* pending train tasks
+together: their parameters (and momentum buffers) are stacked along a leading client axis and
+one ``torch.vmap``-ed ``torch.func.grad`` of ``functional_call`` computes every client's
+gradient per step.
+
+Each client's result equals the inline path's (``meshlearn.learn.workspace.run_train``) within
+float tolerance (batched matmuls sum in a different order):
+
+* minibatch order: the same ``torch.Generator().manual_seed(task.seed)`` and one
+  ``randperm(n)`` per epoch, split into the same batches;
+* partial batches are padded with weight-0 rows and the loss divided by the real batch size, so
+  the gradient is the inline one;
+* clients run different numbers of steps (sample counts, epochs): clients are sorted by step
+  count, so the clients still training at step ``t`` are a prefix and are updated in place on a
+  slice; finished clients are never touched (no weight decay or momentum drift);
+* SGD exactly as ``torch.optim.SGD`` (weight decay, momentum with the first buffer equal to the
+  gradient, no dampening/Nesterov) and the FedProx term ``(mu/2)·||w − w0||²``.
+
+Tasks are grouped by batch size, learning rate, momentum, weight decay and FedProx mu (epochs and
+sample counts may differ inside a group); groups are processed in chunks of ``max_clients``.
+Everything else runs inline, lazily on its own ``result()``: non-train tasks, empty clients or
+zero epochs, and models vmap cannot reproduce exactly (ones with buffers, e.g. BatchNorm, or
+dropout, whose inline randomness comes from torch's global RNG). A task whose parameters do not fit
+the model raises the inline ``ProtocolError`` from its own ``result()``, not from its neighbours'.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from meshlearn.errors import UsageError
+from meshlearn.runtime.executor import Handle, Workspace, _Deferred
+
+__all__ = ["VectorizedExecutor"]
+
+
+class _Pending:
+    """Handle of a deferred train task: the first ``result()`` flushes every pending train task."""
+
+    __slots__ = ("_executor", "task", "_done", "_value", "_error")
+
+    def __init__(self, executor: "VectorizedExecutor", task: Any):
+        self._executor, self.task = executor, task
+        self._done, self._value, self._error = False, None, None
+
+    def _set(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._value, self._error, self._done = value, error, True
+        self.task = None  # drop the input parameters once the result exists
+
+    def result(self) -> Any:
+        if not self._done:
+            self._executor._flush()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass
+class _Stats:
+    """What the executor has done so far (for benchmarks and tests)."""
+
+    batched_tasks: int = 0  # train tasks trained in a vmap pass
+    batches: int = 0  # vmap passes (one per group chunk)
+    inline_tasks: int = 0  # train tasks that fell back to inline
+
+
+class VectorizedExecutor:
+    """Runs pending train tasks together, batched with ``torch.vmap``; other tasks inline.
+
+    ``max_clients`` caps how many clients one batched pass trains (memory grows with it: stacked
+    parameters, momentum, gradients and one minibatch of activations per client).
+    """
+
+    def __init__(self, workspace: Workspace, max_clients: int = 4096):
+        if max_clients < 1:
+            raise UsageError(f"max_clients must be >= 1, got {max_clients}")
+        self.workspace, self.max_clients = workspace, int(max_clients)
+        self.stats = _Stats()
+        self._pending: list[_Pending] = []
+        self._lock = threading.RLock()
+        self._vmappable: bool | None = None
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+
+    # ------------------------------------------------------------ Executor protocol
+
+    def submit(self, task: Any) -> Handle:
+        if getattr(task, "kind", None) != "train":
+            return _Deferred(self.workspace, task)
+        handle = _Pending(self, task)
+        with self._lock:
+            self._pending.append(handle)
+        return handle
+
+    def flops(self, task: Any) -> float:
+        return float(task.flops(self.workspace))
+
+    def close(self) -> None:
+        with self._lock:
+            self._pending.clear()
+
+    # ------------------------------------------------------------ batching
+
+    def _flush(self) -> None:
+        """Train every pending train task; each handle gets its result or its own error."""
+        with self._lock:
+            pending, self._pending = [h for h in self._pending if not h._done], []
+            if not pending:
+                return
+            groups: dict[tuple, list[_Pending]] = {}
+            for h in pending:
+                key = self._group_key(h.task)
+                if key is None:
+                    self._run_inline(h)
+                else:
+                    groups.setdefault(key, []).append(h)
+            for key, members in groups.items():
+                for start in range(0, len(members), self.max_clients):
+                    chunk = members[start : start + self.max_clients]
+                    try:
+                        self._train_batch(key, chunk)
+                    except Exception:  # noqa: BLE001 - unexpected: let inline give each task its own outcome
+                        for h in chunk:
+                            if not h._done:
+                                self._run_inline(h)
+
+    def _run_inline(self, h: _Pending) -> None:
+        self.stats.inline_tasks += 1
+        try:
+            h._set(self.workspace.run(h.task))
+        except Exception as exc:  # noqa: BLE001 - re-raised from this handle's result()
+            h._set(error=exc)
+
+    def _model_ok(self) -> bool:
+        if self._vmappable is None:
+            model = self.workspace.model
+            self._vmappable = not any(True for _ in model.buffers()) and not any(
+                isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+        return self._vmappable
+
+    def _group_key(self, task: Any) -> tuple | None:
+        """Hyper-parameters that must agree inside one batched pass, or None: run this one inline."""
+        ws = self.workspace
+        if not self._model_ok() or task.epochs == 0 or task.client not in ws.parts or ws.num_samples(task.client) == 0:
+            return None
+        if self._shapes is None:
+            self._shapes = {k: tuple(v.shape) for k, v in ws.model.named_parameters()}
+        shapes = self._shapes
+        params = task.params
+        if set(params) != set(shapes) or any(tuple(np.shape(params[k])) != s for k, s in shapes.items()):
+            return None  # inline raises the ProtocolError naming the mismatch
+        if any(np.asarray(params[k]).dtype.kind not in "fiub" for k in shapes):
+            return None
+        return (int(task.batch_size), float(task.lr), float(task.momentum), float(task.weight_decay),
+                float(task.prox_mu))
+
+    def _train_batch(self, key: tuple, handles: list[_Pending]) -> None:
+        from meshlearn.learn.tasks import TrainResult
+
+        batch_size, lr, momentum, weight_decay, mu = key
+        ws = self.workspace
+        model = ws.model
+        names = [k for k, _ in model.named_parameters()]
+        dtypes = {k: p.dtype for k, p in model.named_parameters()}
+        state_keys = list(model.state_dict())  # == names (no buffers), kept for get_params order
+
+        # Per-client schedule, identical to the inline loop: one randperm per epoch, split into batches.
+        tasks = [h.task for h in handles]
+        counts = np.array([ws.num_samples(t.client) for t in tasks], dtype=np.int64)
+        per_epoch = -(-counts // batch_size)  # ceil(n / B)
+        epochs = np.array([t.epochs for t in tasks], dtype=np.int64)
+        total = per_epoch * epochs
+        order = np.argsort(-total, kind="stable")  # most steps first: active clients form a prefix
+        K, T = len(tasks), int(total.max())
+        # flat[off_i + t*B : off_i + (t+1)*B] holds client i's global sample indices at step t (-1 = padding)
+        offsets = np.zeros(K, dtype=np.int64)
+        chunks = []
+        pos = 0
+        for slot, i in enumerate(order):
+            t = tasks[i]
+            gen = torch.Generator().manual_seed(t.seed)
+            n = int(counts[i])
+            part = torch.from_numpy(ws.parts[t.client])
+            padded = torch.full((int(epochs[i]), int(per_epoch[i]) * batch_size), -1, dtype=torch.int64)
+            for e in range(int(epochs[i])):
+                padded[e, :n] = part[torch.randperm(n, generator=gen)]
+            offsets[slot] = pos
+            chunks.append(padded.reshape(-1))
+            pos += padded.numel()
+        flat = torch.cat(chunks)
+        offsets_t = torch.from_numpy(offsets)
+        arange_b = torch.arange(batch_size)
+        last_epoch_start = torch.from_numpy(((epochs - 1) * per_epoch)[order])
+        # clients still training at step t: a prefix of the sorted order
+        active_until = np.searchsorted(-total[order], -np.arange(T), side="left").tolist()
+
+        x_all = torch.from_numpy(ws.train.x)
+        y_all = torch.from_numpy(ws.train.y)
+
+        # Stacked parameters (sorted order), their anchors (FedProx) and momentum buffers.
+        params = {k: torch.stack([torch.as_tensor(np.asarray(tasks[i].params[k])).to(dtypes[k]) for i in order])
+                  for k in names}
+        anchor = {k: v.clone() for k, v in params.items()} if mu > 0 else None
+        bufs = {k: torch.zeros_like(v) for k, v in params.items()} if momentum != 0 else None
+
+        def loss_fn(p, a, xb, yb, wb, nb):
+            logits = functional_call(model, p, (xb,))
+            ce = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / nb
+            loss = ce
+            if a is not None:
+                prox = sum(((p[k] - a[k]) ** 2).sum() for k in names)
+                loss = ce + 0.5 * mu * prox
+            return loss, ce
+
+        grad_fn = vmap(grad(loss_fn, has_aux=True), in_dims=(0, 0 if mu > 0 else None, 0, 0, 0, 0))
+        epoch_loss = torch.zeros(K, dtype=torch.float32)
+        was_training = model.training
+        model.train()
+        try:
+            for t in range(T):
+                a = active_until[t]
+                rows = flat[(offsets_t[:a] + t * batch_size).unsqueeze(1) + arange_b]  # (a, B)
+                real = rows >= 0
+                idx = torch.where(real, rows, torch.zeros_like(rows))
+                wb = real.to(torch.float32)
+                nb = wb.sum(dim=1)  # real batch sizes, >= 1 for every active client
+                p_a = {k: v[:a] for k, v in params.items()}
+                a_a = {k: v[:a] for k, v in anchor.items()} if anchor is not None else None
+                grads, ce = grad_fn(p_a, a_a, x_all[idx], y_all[idx], wb, nb)
+                with torch.no_grad():
+                    for k in names:
+                        g = grads[k]
+                        if weight_decay != 0:
+                            g = g.add(p_a[k], alpha=weight_decay)
+                        if bufs is not None:
+                            buf = bufs[k][:a]
+                            buf.mul_(momentum).add_(g)
+                            g = buf
+                        p_a[k].add_(g, alpha=-lr)
+                    in_last = t >= last_epoch_start[:a]
+                    epoch_loss[:a] += torch.where(in_last, ce.detach() * nb, torch.zeros_like(ce))
+        finally:
+            model.train(was_training)
+
+        for slot, i in enumerate(order):
+            n = int(counts[i])
+            out = {k: params[k][slot].detach().numpy().astype(np.float32, copy=True) for k in state_keys}
+            loss = float(epoch_loss[slot]) / n
+            handles[i]._set(TrainResult(out, n, loss, int(total[i])))
+        self.stats.batched_tasks += K
+        self.stats.batches += 1
