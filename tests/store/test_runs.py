@@ -237,3 +237,12 @@ def test_checkpoint_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="round"):
         run.save_checkpoint(-1, tensors(1), {})
     assert run.latest_checkpoint() is None
+
+
+def test_open_run_by_name_returns_the_newest_run_of_that_name(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    first = store.create_run("alpha", CONFIG)
+    second = store.create_run("alpha", CONFIG)
+    store.create_run("beta", CONFIG)
+    assert store.open_run("alpha").id == second.id != first.id
+    assert store.open_run("beta").id.endswith("beta")

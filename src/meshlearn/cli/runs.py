@@ -74,3 +74,35 @@ def _fmt(value) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
         return f"{value:,.0f}"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+COMPARE_KEYS = ["accuracy", "bytes_up", "bytes_down", "bytes_total", "virtual_time"]
+
+
+def compare_row(run, target: float) -> list[str]:
+    """One line of `runs compare`: what ran, how well, at what cost."""
+    from meshlearn.fl.metrics import time_to_accuracy
+
+    rows = run.metrics_reader().round_table(COMPARE_KEYS)
+    accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+    traffic = sum(r.get("bytes_total", r.get("bytes_up", 0) + r.get("bytes_down", 0)) for r in rows)
+    tta = time_to_accuracy(rows, target)
+    algo = run.config().get("fl", {}).get("algorithm", "fedavg")
+    return [run.id, algo, str(len(rows)), _fmt(accs[-1] if accs else None), _fmt(max(accs) if accs else None),
+            f"{traffic:,.0f}", _fmt(rows[-1].get("virtual_time") if rows else None),
+            "not reached" if tta is None else f"{tta:,.1f}"]
+
+
+@runs_app.command("compare")
+def compare_cmd(runs: list[str] = typer.Argument(..., help="Run ids or unique prefixes ('latest' works too)."),
+                target: float = typer.Option(0.9, "--target", help="Accuracy for the time-to-accuracy column."),
+                runs_dir: Optional[Path] = RUNS_DIR) -> None:
+    """Runs side by side: final and best accuracy, total wire bytes, virtual time, time to --target."""
+    if not 0 < target <= 1:
+        raise ConfigError("--target", f"accuracy target must be in (0, 1], got {target}")
+    store = RunStore(runs_dir)
+    table = Table("run", "algorithm", "rounds", "final acc", "best acc", "bytes (total)", "virtual s",
+                  f"time to {target:.0%} (virtual s)", title="comparison")
+    for name in runs:
+        table.add_row(*compare_row(store.open_run(name), target))
+    console.print(table)

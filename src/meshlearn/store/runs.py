@@ -211,7 +211,7 @@ class RunStore:
         return sorted(runs, key=lambda r: (r.created, r.id), reverse=True)
 
     def open_run(self, id_or_prefix: str = "latest") -> Run:
-        """A run by id, unique id prefix, ``"latest"`` or directory path."""
+        """A run by id, unique id prefix, run name (the newest run of that name), ``"latest"`` or path."""
         if id_or_prefix == "latest":
             return self._latest()
         if "/" in id_or_prefix or os.sep in id_or_prefix:
@@ -233,6 +233,9 @@ class RunStore:
             return matches[0]
         if matches:
             raise StoreError(f"{prefix!r} matches {len(matches)} runs: {_names(matches)}; give a longer prefix")
+        named = [r for r in runs if r.name == prefix]  # newest first
+        if named:
+            return named[0]
         recent = f"; recent runs: {_names(runs)}" if runs else ""
         raise StoreError(f"no run in {self.root} matches {prefix!r}{recent} (or use 'latest')")
 
