@@ -20,7 +20,7 @@ from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
 from meshlearn.node import Node
 from meshlearn.registry import Registry
 from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology, server_profile
-from meshlearn.runtime.executor import InlineExecutor
+from meshlearn.runtime.executor import make_executor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
 
@@ -136,6 +136,14 @@ def build_network(cfg: ExperimentConfig, clients: list[str], has_server: bool = 
     return Network(topo, link, devices, seq, link_overrides=overrides)
 
 
+def build_executor(cfg: ExperimentConfig, workspace: Workspace):
+    """The configured executor; process and ray workers get `runtime.torch_threads` threads each."""
+    options = dict(cfg.runtime.executor_options)
+    if cfg.runtime.executor in ("process", "ray"):
+        options.setdefault("threads", cfg.runtime.torch_threads)
+    return make_executor(cfg.runtime.executor, workspace, **options)
+
+
 @dataclass
 class Plan:
     """What an algorithm builder returns: its nodes and how to tell progress."""
@@ -185,7 +193,7 @@ def build_simulation(cfg: ExperimentConfig, *, sink=None, on_checkpoint=None, re
     plan = ALGORITHMS.get(cfg.fl.algorithm)(cfg, workspace, ids, resume)
     network = build_network(cfg, ids, plan.has_server)
     codec = TensorCodec(compression=cfg.wire.compression, quantize=cfg.wire.quantize)
-    sim = Simulator(network, seed=cfg.seed, executor=InlineExecutor(workspace), devices=network.devices,
+    sim = Simulator(network, seed=cfg.seed, executor=build_executor(cfg, workspace), devices=network.devices,
                     codec=codec, frames=FrameCodec(SIM_SECRET), sink=sink, on_checkpoint=on_checkpoint,
                     trace=trace, stop_on=plan.stop_on, start_time=start_time)
     sim.add_nodes(plan.nodes)

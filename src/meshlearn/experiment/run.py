@@ -104,6 +104,8 @@ def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str 
         run.metrics.flush()
         run.set_status("interrupted", completed_round=sim.completed_rounds)
         raise
+    finally:
+        sim.sim.executor.close()
     return _finish(run, sim, time.perf_counter() - wall0)
 
 

@@ -90,7 +90,11 @@ class WireConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
-    executor: Literal["inline"] = Field("inline", description="where training tasks run")
+    executor: Literal["inline", "vectorized", "process", "ray"] = Field(
+        "inline", description="where training tasks run: inline (reference), vectorized (many clients in one "
+                              "batched torch pass), process (a local process pool), ray (needs meshlearn[ray])")
+    executor_options: dict[str, Any] = Field({}, description="executor settings, e.g. {workers=2} (process), "
+                                                             "{actors=4} (ray), {max_clients=4096} (vectorized)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads for local training")
     checkpoint: bool = Field(True, description="save the global model after every round (enables resume)")
 

@@ -6,19 +6,21 @@
 """
 
 from meshlearn.runtime.aio import STAT_KEYS, AioContext, AsyncioRuntime, run_nodes
-from meshlearn.runtime.executor import Executor, Handle, InlineExecutor, Workspace
+from meshlearn.runtime.executor import EXECUTORS, Executor, Handle, InlineExecutor, Workspace, make_executor
 from meshlearn.runtime.tls import make_tls_contexts
 from meshlearn.runtime.udp import MAX_DATAGRAM_BYTES
 
 __all__ = [
     "AioContext",
     "AsyncioRuntime",
+    "EXECUTORS",
     "Executor",
     "Handle",
     "InlineExecutor",
     "MAX_DATAGRAM_BYTES",
     "STAT_KEYS",
     "Workspace",
+    "make_executor",
     "make_tls_contexts",
     "run_nodes",
 ]

@@ -95,10 +95,10 @@ def _vectorized(workspace: Workspace, **options: Any) -> Executor:
 @EXECUTORS.register("process")
 def _process(workspace: Workspace, **options: Any) -> Executor:
     """A spawn-context process pool (see meshlearn.runtime.pool)."""
-    from meshlearn.runtime.pool import ProcessPoolExecutor
+    from meshlearn.runtime.pool import ProcessExecutor
 
-    check_params(ProcessPoolExecutor, "executor 'process'", options, fixed=1)
-    return ProcessPoolExecutor(workspace, **options)
+    check_params(ProcessExecutor, "executor 'process'", options, fixed=1)
+    return ProcessExecutor(workspace, **options)
 
 
 @EXECUTORS.register("ray")

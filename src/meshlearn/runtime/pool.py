@@ -11,6 +11,9 @@ simulator waits for virtual completion times; ``result()`` blocks until its task
 returns exactly what ``InlineExecutor`` returns (same code, same seed; bit-identical when the
 inline side also uses one thread). A worker that dies makes the pending handles raise
 ``concurrent.futures.process.BrokenProcessPool``; ``close()`` shuts the pool down.
+
+Spawned workers re-import the parent's ``__main__``: a script that builds this executor needs the
+usual ``if __name__ == "__main__":`` guard (the ``meshlearn`` CLI and pytest have it).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from meshlearn.errors import UsageError
 from meshlearn.runtime.executor import Handle, Workspace
 
-__all__ = ["ProcessPoolExecutor", "default_workers"]
+__all__ = ["ProcessExecutor", "default_workers"]
 
 _WORKSPACE: Any = None  # the worker process's workspace, set once by _init_worker
 
@@ -58,7 +61,7 @@ class _FutureHandle:
         return self._future.result()
 
 
-class ProcessPoolExecutor:
+class ProcessExecutor:
     """Runs tasks in ``workers`` spawned processes, each holding its own copy of ``workspace``."""
 
     def __init__(self, workspace: Workspace, workers: int | None = None, threads: int = 1):
@@ -83,7 +86,7 @@ class ProcessPoolExecutor:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "ProcessPoolExecutor":
+    def __enter__(self) -> "ProcessExecutor":
         return self
 
     def __exit__(self, *exc: Any) -> None:

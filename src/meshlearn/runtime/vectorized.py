@@ -20,6 +20,12 @@ float tolerance (batched matmuls sum in a different order):
 * SGD exactly as ``torch.optim.SGD`` (weight decay, momentum with the first buffer equal to the
   gradient, no dampening/Nesterov) and the FedProx term ``(mu/2)·||w − w0||²``.
 
+How much gets batched depends on the caller: a flush holds the train tasks submitted before the
+first ``result()``. In the simulator that is every task submitted before the earliest virtual
+completion; clients whose TRAIN message arrives after a fast client finishes form the next batch
+(a 200-client FedAvg round on ``iot`` devices ran as ~67 passes). The asyncio runtime asks for each
+result right after submitting, so there every pass trains one task (no gain over inline).
+
 Tasks are grouped by batch size, learning rate, momentum, weight decay and FedProx mu (epochs and
 sample counts may differ inside a group); groups are processed in chunks of ``max_clients``.
 Everything else runs inline, lazily on its own ``result()``: non-train tasks, empty clients or
@@ -30,6 +36,7 @@ the model raises the inline ``ProtocolError`` from its own ``result()``, not fro
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +51,8 @@ from meshlearn.errors import UsageError
 from meshlearn.runtime.executor import Handle, Workspace, _Deferred
 
 __all__ = ["VectorizedExecutor"]
+
+_log = logging.getLogger("meshlearn.runtime.vectorized")
 
 
 class _Pending:
@@ -62,6 +71,8 @@ class _Pending:
     def result(self) -> Any:
         if not self._done:
             self._executor._flush()
+            if not self._done:  # cannot happen: every pending handle is settled by a flush
+                raise RuntimeError("vectorized executor lost a pending task")
         if self._error is not None:
             raise self._error
         return self._value
@@ -91,6 +102,7 @@ class VectorizedExecutor:
         self._pending: list[_Pending] = []
         self._lock = threading.RLock()
         self._vmappable: bool | None = None
+        self._model: nn.Module | None = None
         self._shapes: dict[str, tuple[int, ...]] | None = None
 
     # ------------------------------------------------------------ Executor protocol
@@ -107,8 +119,7 @@ class VectorizedExecutor:
         return float(task.flops(self.workspace))
 
     def close(self) -> None:
-        with self._lock:
-            self._pending.clear()
+        """Nothing to release; handles already returned still give their results (as inline)."""
 
     # ------------------------------------------------------------ batching
 
@@ -120,7 +131,10 @@ class VectorizedExecutor:
                 return
             groups: dict[tuple, list[_Pending]] = {}
             for h in pending:
-                key = self._group_key(h.task)
+                try:
+                    key = self._group_key(h.task)
+                except Exception:  # noqa: BLE001 - inline reports it from this handle's result()
+                    key = None
                 if key is None:
                     self._run_inline(h)
                 else:
@@ -130,7 +144,9 @@ class VectorizedExecutor:
                     chunk = members[start : start + self.max_clients]
                     try:
                         self._train_batch(key, chunk)
-                    except Exception:  # noqa: BLE001 - unexpected: let inline give each task its own outcome
+                    except Exception as exc:  # noqa: BLE001 - unexpected: let inline give each task its own outcome
+                        _log.warning("vectorized pass over %d train tasks failed (%s: %s); running them inline",
+                                     len(chunk), type(exc).__name__, exc)
                         for h in chunk:
                             if not h._done:
                                 self._run_inline(h)
@@ -142,9 +158,18 @@ class VectorizedExecutor:
         except Exception as exc:  # noqa: BLE001 - re-raised from this handle's result()
             h._set(error=exc)
 
+    @property
+    def _template(self) -> nn.Module:
+        """A private instance of the workspace's model: ``functional_call`` swaps parameters into it
+        for the duration of a pass, so the workspace's cached model (inline tasks) is never touched."""
+        if self._model is None:
+            self._model = self.workspace.build()
+            self._model.train()
+        return self._model
+
     def _model_ok(self) -> bool:
         if self._vmappable is None:
-            model = self.workspace.model
+            model = self._template
             self._vmappable = not any(True for _ in model.buffers()) and not any(
                 isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
         return self._vmappable
@@ -155,13 +180,17 @@ class VectorizedExecutor:
         if not self._model_ok() or task.epochs == 0 or task.client not in ws.parts or ws.num_samples(task.client) == 0:
             return None
         if self._shapes is None:
-            self._shapes = {k: tuple(v.shape) for k, v in ws.model.named_parameters()}
+            self._shapes = {k: tuple(v.shape) for k, v in self._template.named_parameters()}
         shapes = self._shapes
         params = task.params
-        if set(params) != set(shapes) or any(tuple(np.shape(params[k])) != s for k, s in shapes.items()):
+        if params.keys() != shapes.keys():
             return None  # inline raises the ProtocolError naming the mismatch
-        if any(np.asarray(params[k]).dtype.kind not in "fiub" for k in shapes):
-            return None
+        for k, shape in shapes.items():
+            value = params[k]
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value)
+            if value.shape != shape or value.dtype.kind not in "fiub":
+                return None
         return (int(task.batch_size), float(task.lr), float(task.momentum), float(task.weight_decay),
                 float(task.prox_mu))
 
@@ -170,7 +199,7 @@ class VectorizedExecutor:
 
         batch_size, lr, momentum, weight_decay, mu = key
         ws = self.workspace
-        model = ws.model
+        model = self._template
         names = [k for k, _ in model.named_parameters()]
         dtypes = {k: p.dtype for k, p in model.named_parameters()}
         state_keys = list(model.state_dict())  # == names (no buffers), kept for get_params order
@@ -183,23 +212,17 @@ class VectorizedExecutor:
         total = per_epoch * epochs
         order = np.argsort(-total, kind="stable")  # most steps first: active clients form a prefix
         K, T = len(tasks), int(total.max())
-        # flat[off_i + t*B : off_i + (t+1)*B] holds client i's global sample indices at step t (-1 = padding)
-        offsets = np.zeros(K, dtype=np.int64)
-        chunks = []
-        pos = 0
-        for slot, i in enumerate(order):
-            t = tasks[i]
-            gen = torch.Generator().manual_seed(t.seed)
-            n = int(counts[i])
-            part = torch.from_numpy(ws.parts[t.client])
-            padded = torch.full((int(epochs[i]), int(per_epoch[i]) * batch_size), -1, dtype=torch.int64)
+        # flat[off_i + t*B : off_i + (t+1)*B]: client i's global sample indices at its step t (-1 = padding)
+        sizes = total[order] * batch_size
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        flat = np.full(int(sizes.sum()), -1, dtype=np.int64)
+        for slot, i in enumerate(order.tolist()):
+            gen = torch.Generator().manual_seed(tasks[i].seed)
+            n, span, part = int(counts[i]), int(per_epoch[i]) * batch_size, ws.parts[tasks[i].client]
             for e in range(int(epochs[i])):
-                padded[e, :n] = part[torch.randperm(n, generator=gen)]
-            offsets[slot] = pos
-            chunks.append(padded.reshape(-1))
-            pos += padded.numel()
-        flat = torch.cat(chunks)
-        offsets_t = torch.from_numpy(offsets)
+                start = int(offsets[slot]) + e * span
+                flat[start : start + n] = part[torch.randperm(n, generator=gen).numpy()]
+        flat_t, offsets_t = torch.from_numpy(flat), torch.from_numpy(offsets)
         arange_b = torch.arange(batch_size)
         last_epoch_start = torch.from_numpy(((epochs - 1) * per_epoch)[order])
         # clients still training at step t: a prefix of the sorted order
@@ -209,8 +232,10 @@ class VectorizedExecutor:
         y_all = torch.from_numpy(ws.train.y)
 
         # Stacked parameters (sorted order), their anchors (FedProx) and momentum buffers.
-        params = {k: torch.stack([torch.as_tensor(np.asarray(tasks[i].params[k])).to(dtypes[k]) for i in order])
-                  for k in names}
+        params = {}
+        for k in names:
+            np_dtype = torch.empty(0, dtype=dtypes[k]).numpy().dtype
+            params[k] = torch.from_numpy(np.stack([np.asarray(tasks[i].params[k], dtype=np_dtype) for i in order]))
         anchor = {k: v.clone() for k, v in params.items()} if mu > 0 else None
         bufs = {k: torch.zeros_like(v) for k, v in params.items()} if momentum != 0 else None
 
@@ -225,38 +250,34 @@ class VectorizedExecutor:
 
         grad_fn = vmap(grad(loss_fn, has_aux=True), in_dims=(0, 0 if mu > 0 else None, 0, 0, 0, 0))
         epoch_loss = torch.zeros(K, dtype=torch.float32)
-        was_training = model.training
-        model.train()
-        try:
-            for t in range(T):
-                a = active_until[t]
-                rows = flat[(offsets_t[:a] + t * batch_size).unsqueeze(1) + arange_b]  # (a, B)
-                real = rows >= 0
-                idx = torch.where(real, rows, torch.zeros_like(rows))
-                wb = real.to(torch.float32)
-                nb = wb.sum(dim=1)  # real batch sizes, >= 1 for every active client
-                p_a = {k: v[:a] for k, v in params.items()}
-                a_a = {k: v[:a] for k, v in anchor.items()} if anchor is not None else None
-                grads, ce = grad_fn(p_a, a_a, x_all[idx], y_all[idx], wb, nb)
-                with torch.no_grad():
-                    for k in names:
-                        g = grads[k]
-                        if weight_decay != 0:
-                            g = g.add(p_a[k], alpha=weight_decay)
-                        if bufs is not None:
-                            buf = bufs[k][:a]
-                            buf.mul_(momentum).add_(g)
-                            g = buf
-                        p_a[k].add_(g, alpha=-lr)
-                    in_last = t >= last_epoch_start[:a]
-                    epoch_loss[:a] += torch.where(in_last, ce.detach() * nb, torch.zeros_like(ce))
-        finally:
-            model.train(was_training)
+        for t in range(T):
+            a = active_until[t]
+            rows = flat_t[(offsets_t[:a] + t * batch_size).unsqueeze(1) + arange_b]  # (a, B)
+            real = rows >= 0
+            idx = torch.where(real, rows, torch.zeros_like(rows))
+            wb = real.to(torch.float32)
+            nb = wb.sum(dim=1)  # real batch sizes, >= 1 for every active client
+            p_a = {k: v[:a] for k, v in params.items()}
+            a_a = {k: v[:a] for k, v in anchor.items()} if anchor is not None else None
+            grads, ce = grad_fn(p_a, a_a, x_all[idx], y_all[idx], wb, nb)
+            with torch.no_grad():
+                for k in names:
+                    g = grads[k]
+                    if weight_decay != 0:
+                        g = g.add(p_a[k], alpha=weight_decay)
+                    if bufs is not None:
+                        buf = bufs[k][:a]
+                        buf.mul_(momentum).add_(g)
+                        g = buf
+                    p_a[k].add_(g, alpha=-lr)
+                in_last = t >= last_epoch_start[:a]
+                epoch_loss[:a] += torch.where(in_last, ce.detach() * nb, torch.zeros_like(ce))
 
-        for slot, i in enumerate(order):
+        stacked = {k: params[k].numpy() for k in state_keys}
+        losses = epoch_loss.tolist()
+        for slot, i in enumerate(order.tolist()):
             n = int(counts[i])
-            out = {k: params[k][slot].detach().numpy().astype(np.float32, copy=True) for k in state_keys}
-            loss = float(epoch_loss[slot]) / n
-            handles[i]._set(TrainResult(out, n, loss, int(total[i])))
+            out = {k: v[slot].astype(np.float32, copy=True) for k, v in stacked.items()}
+            handles[i]._set(TrainResult(out, n, losses[slot] / n, int(total[i])))
         self.stats.batched_tasks += K
         self.stats.batches += 1
