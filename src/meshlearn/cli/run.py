@@ -17,6 +17,7 @@ from meshlearn.cli import app
 from meshlearn.config import dump_with_comments, load_config
 from meshlearn.errors import ConfigError
 from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.experiment.build import planned_rounds
 from meshlearn.store import RunStore
 
 console = Console()
@@ -117,7 +118,7 @@ def config_show(preset: Optional[str] = typer.Argument(None, help="Preset or TOM
 def execute(cfg: ExperimentConfig | None, store: RunStore, resume: str | None, quiet: bool) -> None:
     from meshlearn.experiment.run import run_simulated
 
-    rounds = cfg.fl.rounds if cfg else _stored_rounds(store, resume)
+    rounds = planned_rounds(cfg) if cfg else _stored_rounds(store, resume)
     with _progress(quiet) as progress:
         task = progress.add_task("rounds", total=rounds)
 
@@ -135,7 +136,7 @@ def execute(cfg: ExperimentConfig | None, store: RunStore, resume: str | None, q
 
 
 def _stored_rounds(store: RunStore, resume: str) -> int:
-    return load_config(ExperimentConfig, store.open_run(resume).path / "config.toml").fl.rounds
+    return planned_rounds(load_config(ExperimentConfig, store.open_run(resume).path / "config.toml"))
 
 
 def _progress(quiet: bool) -> Progress:

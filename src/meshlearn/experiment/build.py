@@ -19,12 +19,12 @@ from meshlearn.fl.server import FLServer, ServerSettings
 from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
 from meshlearn.node import Node
 from meshlearn.registry import Registry
-from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology, server_profile
+from meshlearn.net import Topology, LinkSpec, Network, draw_profiles, make_topology, server_profile
 from meshlearn.runtime.executor import make_executor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
 
-__all__ = ["ALGORITHMS", "Plan", "SERVER", "client_ids", "configure_torch", "build_workspace", "server_settings", "build_simulation", "Simulation"]
+__all__ = ["ALGORITHMS", "Plan", "SERVER", "peer_topology", "client_ids", "configure_torch", "build_workspace", "server_settings", "build_simulation", "Simulation"]
 
 SERVER = "server"
 # Real deployments always authenticate frames (HMAC-SHA256, 32 bytes each), so simulated frames do too:
@@ -113,27 +113,36 @@ def make_eval_task(params) -> EvalTask:
     return EvalTask(params=params)
 
 
-def build_network(cfg: ExperimentConfig, clients: list[str], has_server: bool = True) -> Network:
+def peer_topology(cfg: ExperimentConfig, ids: list[str]) -> Topology:
+    """The graph of a decentralized run (`network.topology` with `network.topology_params`)."""
+    rng = np.random.default_rng(_seed(cfg, "topology"))
+    return make_topology(cfg.network.topology, ids, rng, **cfg.network.topology_params)
+
+
+def build_network(cfg: ExperimentConfig, clients: list[str], plan: "Plan") -> Network:
     n = cfg.network
     base = dict(latency_s=n.latency_s, jitter_s=n.jitter_s, bandwidth_bps=n.bandwidth_bps, mtu=n.mtu, rto_s=n.rto_s)
     link = LinkSpec(**base)
     overrides = {}
-    for c in clients:
+    for c in clients if plan.has_server else []:
         if n.uplink_loss:
             overrides[(c, SERVER)] = LinkSpec(**base, loss=n.uplink_loss)
         if n.downlink_loss:
             overrides[(SERVER, c)] = LinkSpec(**base, loss=n.downlink_loss)
     rng = np.random.default_rng(_seed(cfg, "devices"))
     devices = dict(zip(clients, draw_profiles(n.devices, len(clients), rng)))
-    nodes = list(clients)
-    if has_server:
+    topo = plan.topology
+    if plan.has_server:
         devices[SERVER] = server_profile()
-        nodes = [SERVER, *clients]
-    topo_rng = np.random.default_rng(_seed(cfg, "topology"))
-    topo = make_topology(n.topology if not has_server else "star", nodes, topo_rng,
-                         **(n.topology_params if not has_server else {}))
+        topo = make_topology("star", [SERVER, *clients], np.random.default_rng(_seed(cfg, "topology")))
     seq = np.random.SeedSequence([cfg.seed, _seed(cfg, "links")])
     return Network(topo, link, devices, seq, link_overrides=overrides)
+
+
+def planned_rounds(cfg: ExperimentConfig) -> int:
+    """How many rounds (round-table rows, by number) a run of `cfg` goes through."""
+    return {"cmfd": cfg.decentral.epochs, "gossip": cfg.decentral.epochs,
+            "tram": cfg.tram.transmissions}.get(cfg.fl.algorithm, cfg.fl.rounds)
 
 
 def build_executor(cfg: ExperimentConfig, workspace: Workspace):
@@ -152,7 +161,11 @@ class Plan:
     stop_on: list[str]  # node ids whose ctx.stop() ends the simulation
     total_rounds: int  # evaluation rounds the run records (rows in the round table)
     progress: Callable[[], int]  # completed rounds so far
-    has_server: bool = True  # star around SERVER; otherwise peers on network.topology
+    has_server: bool = True  # star around SERVER; otherwise peers on `topology`
+    topology: Topology | None = None  # peers' graph when has_server is False; None = every pair may talk
+    on_built: Callable[[Simulator], None] | None = None  # hook after the simulator exists (e.g. observers)
+    on_end: Callable[[], None] | None = None  # hook after the run (flush observers)
+    resumable: bool = True  # whether checkpoints of this algorithm can be resumed
 
 
 # name -> builder(cfg, workspace, client_ids, resume) -> Plan
@@ -191,13 +204,18 @@ def build_simulation(cfg: ExperimentConfig, *, sink=None, on_checkpoint=None, re
     workspace = build_workspace(cfg)
     ids = client_ids(cfg.data.clients)
     plan = ALGORITHMS.get(cfg.fl.algorithm)(cfg, workspace, ids, resume)
-    network = build_network(cfg, ids, plan.has_server)
+    network = build_network(cfg, ids, plan)
     codec = TensorCodec(compression=cfg.wire.compression, quantize=cfg.wire.quantize)
     sim = Simulator(network, seed=cfg.seed, executor=build_executor(cfg, workspace), devices=network.devices,
                     codec=codec, frames=FrameCodec(SIM_SECRET), sink=sink, on_checkpoint=on_checkpoint,
                     trace=trace, stop_on=plan.stop_on, start_time=start_time)
     sim.add_nodes(plan.nodes)
+    if plan.on_built:
+        plan.on_built(sim)
     fault_rng = np.random.default_rng(_seed(cfg, "faults"))
     horizon = cfg.fl.rounds * (cfg.fl.round_deadline_s + 60.0)
     sim.schedule_faults(cfg.faults.expand([n.node_id for n in plan.nodes], fault_rng, horizon))
     return Simulation(cfg, sim, plan, workspace)
+
+
+from meshlearn.experiment import plans  # noqa: E402,F401  (registers the other algorithms)

@@ -56,8 +56,9 @@ class RoundSink:
 def horizon_s(cfg: ExperimentConfig) -> float:
     """Virtual time after which a run that has not finished is declared stalled (e.g. the server
     crashed for good): every round may use its full deadline plus a join timeout, four times over."""
-    f = cfg.fl
-    return 4.0 * (f.join_timeout_s + f.rounds * (f.round_deadline_s + f.join_timeout_s))
+    f, d, t = cfg.fl, cfg.decentral, cfg.tram
+    server_based = f.join_timeout_s + f.rounds * (f.round_deadline_s + f.join_timeout_s)
+    return 4.0 * max(server_based, d.epochs * d.epoch_deadline_s, t.transmissions * t.ack_timeout_s)
 
 
 @dataclass
@@ -89,7 +90,7 @@ def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str 
                   on_round: Callable[[int, dict], None] | None = None) -> RunOutcome:
     """Run (or resume) one simulated FL experiment; Ctrl-C leaves a resumable run behind."""
     run, cfg, state, t0 = prepare_run(store, cfg, resume)
-    save = run.save_checkpoint if cfg.runtime.checkpoint else None
+    save = run.save_checkpoint if cfg.runtime.checkpoint and cfg.fl.algorithm not in ("cmfd", "gossip", "tram") else None
     on_ckpt = (lambda node, rnd, tensors, meta: save(rnd, tensors, meta)) if save else None
     try:
         sim = build_simulation(cfg, sink=RoundSink(run, on_round), on_checkpoint=on_ckpt, resume=state, start_time=t0)
@@ -98,8 +99,12 @@ def run_simulated(cfg: ExperimentConfig | None, *, store: RunStore, resume: str 
         raise
     run.set_status("running")
     wall0 = time.perf_counter()
+    if state is not None and not sim.plan.resumable:
+        raise StoreError(f"runs of {cfg.fl.algorithm} cannot be resumed yet; start a new run")
     try:
         sim.sim.run(until=t0 + horizon_s(cfg))
+        if sim.plan.on_end:
+            sim.plan.on_end()
     except KeyboardInterrupt:
         run.metrics.flush()
         run.set_status("interrupted", completed_round=sim.completed_rounds)
@@ -113,7 +118,8 @@ def _finish(run: Run, sim, wall_s: float) -> RunOutcome:
     run.metrics.flush()
     rows = run.metrics.round_table(list(RUN_KEYS))
     final = rows[-1] if rows else {}
-    done, rounds = sim.sim.stopped, sim.completed_rounds
+    rounds = sim.completed_rounds
+    done = sim.sim.stopped or rounds >= sim.plan.total_rounds
     totals = {"bytes_up": sum(r.get("bytes_up", 0) for r in rows), "bytes_down": sum(r.get("bytes_down", 0) for r in rows)}
     run.set_status("completed" if done else "stopped", completed_round=rounds,
                    final_accuracy=final.get("accuracy"), wall_s=round(wall_s, 3), **totals)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from meshlearn.fl.decentral_settings import DecentralSettings, TramSettings
 from meshlearn.net.faults import FaultSchedule
 
 __all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "FLConfig", "NetworkConfig", "WireConfig",
@@ -54,7 +55,11 @@ class ModelConfig(_Strict):
 
 
 class FLConfig(_Strict):
-    algorithm: Literal["fedavg", "fedprox"] = Field("fedavg", description="fedprox adds a proximal term to local training")
+    algorithm: Literal["fedavg", "fedprox", "dsfl", "fd", "cmfd", "gossip", "tram"] = Field(
+        "fedavg", description="fedavg/fedprox (parameter averaging; fedprox adds a proximal term), dsfl / fd "
+                              "(distillation on soft labels / per-label logits, see [dsfl] / [fd]), cmfd / gossip "
+                              "(decentralized over network.topology, see [decentral]), tram (one model routed "
+                              "through the nodes, see [tram])")
     rounds: int = Field(30, ge=1, description="communication rounds")
     fraction: float = Field(1.0, gt=0, le=1, description="share of joined clients selected per round")
     epochs: int = Field(2, ge=1, description="local epochs per round")
@@ -109,4 +114,7 @@ class ExperimentConfig(_Strict):
     faults: FaultSchedule = Field(default_factory=FaultSchedule, description="crashes, churn and partitions")
     wire: WireConfig = Field(default_factory=WireConfig, description="tensor encoding on the wire")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="execution settings")
+    decentral: DecentralSettings = Field(default_factory=DecentralSettings,
+                                         description="CMFD and gossip peers (fl.algorithm = cmfd | gossip)")
+    tram: TramSettings = Field(default_factory=TramSettings, description="Tram-FL (fl.algorithm = tram)")
 

@@ -26,7 +26,6 @@ rows without coordination. `EpochLedger` is a simulation-only measurement hook, 
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -41,7 +40,7 @@ from meshlearn.net.topology import Topology
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
 
-__all__ = ["OUTPUTS", "PARAMS", "CMFDPeer", "GossipPeer", "EpochLedger", "open_rows", "gossip_mix",
+__all__ = ["OUTPUTS", "PARAMS", "CMFDPeer", "GossipPeer", "EpochLedger", "open_rows", "gossip_mix", "check_probs",
            "build_cmfd", "build_gossip"]
 
 OUTPUTS = "dec.outputs"
@@ -172,14 +171,14 @@ class _EpochPeer(Node):
         self.task_id: int | None = None
         self.inbox: dict[int, dict[str, dict[str, np.ndarray]]] = {}
         self.suspected: set[str] = set()
-        self.newest_heard = 0
+        self.heard = dict.fromkeys(self.neighbours, 0)  # newest epoch each neighbour sent a valid share for
         self.finished = False
         self._tx_mark = 0
 
     # ----- events -------------------------------------------------------------------------
     def on_start(self, ctx: Context) -> None:
         """Start, or recover: the epoch in progress is redone from the last completed one."""
-        self.task_id, self.inbox, self._tx_mark = None, {}, ctx.tx_bytes
+        self.task_id, self.inbox = None, {}
         self._next_epoch(ctx)
 
     def on_message(self, ctx: Context, src: str, msg: Message) -> None:
@@ -187,24 +186,25 @@ class _EpochPeer(Node):
         if src not in self.neighbours or msg.kind != self.share_kind or not isinstance(epoch, int):
             ctx.log(f"ignored {msg.kind!r} from {src}: not a {self.share_kind} from a neighbour", level="warning")
             return
-        self.newest_heard = max(self.newest_heard, min(epoch, self.settings.epochs))
-        if epoch >= self.current - 1:
-            self.suspected.discard(src)
-        late = epoch < self.current or (epoch == self.current and self.phase not in ("train", "share", "wait"))
-        if late or epoch > self.current + MAX_AHEAD:
-            return
+        if epoch < self.current - 1:
+            return  # stale
         try:
-            self.inbox.setdefault(epoch, {})[src] = self._check_share(msg)
+            share = self._check_share(msg)
         except ProtocolError as err:
             ctx.log(f"rejected {msg.kind} from {src}: {err}", level="warning")
             return
+        self.suspected.discard(src)
+        self.heard[src] = max(self.heard[src], min(epoch, self.settings.epochs))
+        waiting = epoch == self.current and self.phase in ("train", "share", "wait")
+        if waiting or self.current < epoch <= self.current + MAX_AHEAD:  # MAX_AHEAD bounds the inbox
+            self.inbox.setdefault(epoch, {})[src] = share
         self._maybe_combine(ctx)
 
     def on_timer(self, ctx: Context, name: str) -> None:
         if name == "deadline" and self.phase == "wait":
-            got = self.inbox.get(self.current, {})
-            silent = [n for n in self.neighbours if n not in got and n not in self.suspected]
-            ctx.log(f"epoch {self.current}: no share from {silent} by the deadline; going on without them")
+            silent = self._owed()
+            if silent:
+                ctx.log(f"epoch {self.current}: no share from {silent} by the deadline; going on without them")
             self.suspected.update(silent)
             self._combine_now(ctx)
 
@@ -212,8 +212,7 @@ class _EpochPeer(Node):
         if task_id != self.task_id:
             return
         self.task_id = None
-        {"train": self._after_train, "share": self._after_share_task, "combine": self._after_combine_task,
-         "eval": self._after_eval}[self.phase](ctx, result)
+        getattr(self, f"_after_{self.phase}")(ctx, result)  # _after_train/_share/_combine/_eval
 
     # ----- epoch steps --------------------------------------------------------------------
     def _submit(self, ctx: Context, phase: str, task: Any) -> None:
@@ -227,7 +226,7 @@ class _EpochPeer(Node):
         if self.epoch >= s.epochs:
             self._finish(ctx)
             return
-        self.current = min(s.epochs, max(self.epoch + 1, self.newest_heard))
+        self.current = min(s.epochs, max([self.epoch + 1, *self.heard.values()]))
         self.inbox = {e: got for e, got in self.inbox.items() if e >= self.current}
         self._submit(ctx, "train", TrainTask(client=self.node_id, params=self.params, epochs=1,
                                              batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
@@ -245,9 +244,15 @@ class _EpochPeer(Node):
         ctx.set_timer("deadline", self.settings.epoch_deadline_s)
         self._maybe_combine(ctx)
 
-    def _maybe_combine(self, ctx: Context) -> None:
+    def _owed(self) -> list[str]:
+        """Neighbours still expected this epoch: not yet heard for it, not suspected, and not already
+        past it (a neighbour that moved on skipped the epoch or sent its share too early to keep)."""
         got = self.inbox.get(self.current, {})
-        if self.phase == "wait" and all(n in got or n in self.suspected for n in self.neighbours):
+        return [n for n in self.neighbours
+                if n not in got and n not in self.suspected and self.heard[n] <= self.current]
+
+    def _maybe_combine(self, ctx: Context) -> None:
+        if self.phase == "wait" and not self._owed():
             self._combine_now(ctx)
 
     def _combine_now(self, ctx: Context) -> None:
@@ -281,7 +286,7 @@ class _EpochPeer(Node):
         ctx.cancel_timer("deadline")
         ctx.stop()
 
-    # ----- algorithm hooks ----------------------------------------------------------------
+    # ----- algorithm hooks: _check_share, _share, _combine, and _after_share/_after_combine if they submit tasks
     def _check_share(self, msg: Message) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -289,12 +294,6 @@ class _EpochPeer(Node):
         raise NotImplementedError
 
     def _combine(self, ctx: Context, shares: list[dict[str, np.ndarray]]) -> None:
-        raise NotImplementedError
-
-    def _after_share_task(self, ctx: Context, result: Any) -> None:
-        raise NotImplementedError
-
-    def _after_combine_task(self, ctx: Context, result: Any) -> None:
         raise NotImplementedError
 
 
@@ -320,7 +319,7 @@ class CMFDPeer(_EpochPeer):
     def _share(self, ctx: Context) -> None:
         self._submit(ctx, "share", PredictTask(params=self.params, indices=self._rows(self.current)))
 
-    def _after_share_task(self, ctx: Context, result: Any) -> None:
+    def _after_share(self, ctx: Context, result: Any) -> None:
         probs = np.ascontiguousarray(result.probs, dtype=np.float32)
         self._send_share(ctx, {"rows": len(probs)}, {"probs": probs})
 
@@ -336,7 +335,7 @@ class CMFDPeer(_EpochPeer):
                                                  epochs=1, batch_size=s.distill_batch_size, lr=lr,
                                                  seed=self._seed(ctx)))
 
-    def _after_combine_task(self, ctx: Context, result: Any) -> None:
+    def _after_combine(self, ctx: Context, result: Any) -> None:
         self.params = result.params
         self._end_epoch(ctx)
 
@@ -361,21 +360,6 @@ class GossipPeer(_EpochPeer):
 # --------------------------------------------------------------------------- builders
 
 
-def diameter(topology: Topology) -> int:
-    """Longest shortest path in hops (over the connected part of each node)."""
-    best = 0
-    for start in topology.nodes:
-        dist, queue = {start: 0}, deque([start])
-        while queue:
-            node = queue.popleft()
-            for nb in topology.neighbors(node):
-                if nb not in dist:
-                    dist[nb] = dist[node] + 1
-                    queue.append(nb)
-        best = max(best, max(dist.values()))
-    return best
-
-
 def _resume_params(init: Params, peer: str, resume: tuple[int, dict[str, np.ndarray]] | None) -> Params:
     if resume is None:
         return dict(init)
@@ -387,7 +371,7 @@ def _resume_params(init: Params, peer: str, resume: tuple[int, dict[str, np.ndar
 def _build(cls, settings: DecentralSettings, workspace: Workspace, client_ids: Sequence[str],
            topology: Topology, resume, **extra) -> tuple[list[_EpochPeer], list[str]]:
     init = initial_params(workspace)  # identical initialisation for every peer
-    ledger = EpochLedger(client_ids, lag_limit=diameter(topology) + 2)
+    ledger = EpochLedger(client_ids, lag_limit=len(client_ids) + 1)  # > any connected graph's diameter
     start = resume[0] if resume else 0
     nodes = [cls(c, topology.neighbors(c), _resume_params(init, c, resume), settings, ledger=ledger,
                  start_epoch=start, **extra) for c in client_ids]

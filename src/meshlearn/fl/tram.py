@@ -40,7 +40,7 @@ from meshlearn.registry import Registry
 from meshlearn.wire import Message
 
 __all__ = ["HELLO", "MODEL", "ACK", "DONE", "ROUTING", "RouteQuery", "projected_variance", "HopTrainTask",
-           "HopTrainResult", "TramNode", "build_tram", "COUNTER_KEY"]
+           "HopTrainResult", "TramNode", "build_tram", "node_classes", "COUNTER_KEY"]
 
 HELLO, MODEL, ACK, DONE = "tram.hello", "tram.model", "tram.ack", "tram.done"
 COUNTER_KEY = "tram.counter"  # the class counter rides in checkpoints beside the parameters
@@ -75,7 +75,7 @@ class HopTrainResult:
 
 
 @TASK_HANDLERS.register("tram_train")
-def run_hop_train(ws: Workspace, task: HopTrainTask) -> HopTrainResult:
+def _run_hop_train(ws: Workspace, task: HopTrainTask) -> HopTrainResult:
     model = ws.model
     set_params(model, task.params)
     idx = ws.parts[task.client]
@@ -126,13 +126,13 @@ def projected_variance(counter: np.ndarray, classes: Sequence[int], samples: int
 
 
 @ROUTING.register("random")
-def route_random(q: RouteQuery, rng: np.random.Generator) -> str:
+def _route_random(q: RouteQuery, rng: np.random.Generator) -> str:
     """Uniform over the candidates."""
     return q.candidates[int(rng.integers(len(q.candidates)))]
 
 
 @ROUTING.register("cycle")
-def route_cycle(q: RouteQuery, rng: np.random.Generator) -> str:
+def _route_cycle(q: RouteQuery, rng: np.random.Generator) -> str:
     """The next candidate after `current` in ring order."""
     start = q.order.index(q.current)
     ring = q.order[start + 1:] + q.order[:start]
@@ -140,12 +140,12 @@ def route_cycle(q: RouteQuery, rng: np.random.Generator) -> str:
 
 
 @ROUTING.register("variance")
-def route_variance(q: RouteQuery, rng: np.random.Generator) -> str:
+def _route_variance(q: RouteQuery, rng: np.random.Generator) -> str:
     """Greedy class balancing: the candidate whose projected counter has the least variance (ties at
     random); candidates that have not announced their classes are skipped (all unknown: random)."""
     known = [c for c in q.candidates if q.classes.get(c)]
     if not known:
-        return route_random(q, rng)
+        return _route_random(q, rng)
     scores = np.array([projected_variance(q.counter, q.classes[c], q.samples_per_hop) for c in known])
     best = [c for c, v in zip(known, scores) if v <= scores.min() + 1e-9 * max(1.0, scores.min())]
     return best[int(rng.integers(len(best)))] if len(best) > 1 else best[0]
@@ -205,11 +205,13 @@ class TramNode(Node):
 
     def on_message(self, ctx: Context, src: str, msg: Message) -> None:
         size, self._rx_mark = ctx.rx_bytes - self._rx_mark, ctx.rx_bytes
+        handler = {HELLO: self._on_hello, MODEL: self._on_model, ACK: self._on_ack, DONE: self._on_done}.get(msg.kind)
         try:
-            handler = {HELLO: self._on_hello, MODEL: self._on_model, ACK: self._on_ack, DONE: self._on_done}[msg.kind]
+            if handler is None or src not in self.order:
+                raise ProtocolError("unknown message kind or sender")
             handler(ctx, src, msg, size)
-        except (KeyError, ProtocolError, TypeError, ValueError) as err:
-            ctx.log(f"rejected {msg.kind!r} from {src}: {err!r}", level="warning")
+        except ProtocolError as err:
+            ctx.log(f"rejected {msg.kind!r} from {src}: {err}", level="warning")
 
     def on_task_done(self, ctx: Context, task_id: int, result: Any) -> None:
         if task_id == self.task_id:
@@ -218,8 +220,8 @@ class TramNode(Node):
 
     # ----- messages -----------------------------------------------------------------------
     def _on_hello(self, ctx: Context, src: str, msg: Message, size: int) -> None:
-        classes = tuple(sorted(int(c) for c in msg.meta["classes"]))
-        if src not in self.order or not classes or min(classes) < 0 or max(classes) >= self.num_classes:
+        classes = tuple(sorted(_ints(msg.meta, "classes", many=True)))
+        if not classes or min(classes) < 0 or max(classes) >= self.num_classes:
             raise ProtocolError(f"bad class set {classes} (classes are 0..{self.num_classes - 1})")
         self.classes[src] = classes
         self.dead.discard(src)
@@ -227,9 +229,10 @@ class TramNode(Node):
             self._launch(ctx)
 
     def _on_model(self, ctx: Context, src: str, msg: Message, size: int) -> None:
-        hop, counter = msg.meta["hop"], np.asarray(msg.meta["counter"], dtype=np.int64)
-        if not isinstance(hop, int) or counter.shape != (self.num_classes,) or hop <= self.max_hop:
-            raise ProtocolError(f"bad or stale token (hop {hop!r}, counter shape {counter.shape})")
+        hop, carried = _ints(msg.meta, "hop"), _ints(msg.meta, "bytes")
+        counter = np.array(_ints(msg.meta, "counter", many=True), dtype=np.int64)
+        if counter.shape != (self.num_classes,) or hop <= self.max_hop:
+            raise ProtocolError(f"bad or stale token (hop {hop}, counter shape {counter.shape})")
         if self.awaiting is not None and hop > self.token.hop + 1:  # our send arrived: an implicit ack
             self._release(ctx)
         if self.token is not None:  # no ack: the sender routes elsewhere, so no token is lost
@@ -237,7 +240,7 @@ class TramNode(Node):
         check_update(self.template, msg.tensors)
         ctx.send(src, Message(ACK, {"hop": hop}))
         self.max_hop = hop
-        self.token = _Token(hop, counter, int(msg.meta["bytes"]) + size, msg.tensors)
+        self.token = _Token(hop, counter, carried + size, msg.tensors)
         s = self.settings
         if hop % s.eval_every == 0 or hop >= s.transmissions:
             self._submit(ctx, "eval", EvalTask(params=self.token.params))
@@ -245,7 +248,7 @@ class TramNode(Node):
             self._train(ctx)
 
     def _on_ack(self, ctx: Context, src: str, msg: Message, size: int) -> None:
-        if self.awaiting is not None and src == self.awaiting[0] and msg.meta["hop"] == self.token.hop + 1:
+        if self.awaiting is not None and src == self.awaiting[0] and _ints(msg.meta, "hop") == self.token.hop + 1:
             self._release(ctx)
 
     def _release(self, ctx: Context) -> None:
@@ -322,6 +325,15 @@ class TramNode(Node):
         for name in ("launch", "ack"):
             ctx.cancel_timer(name)
         ctx.stop()
+
+
+def _ints(meta: dict, key: str, many: bool = False):
+    """meta[key] as an int (or, with `many`, a list of ints); ProtocolError when it is anything else."""
+    value = meta.get(key)
+    ok = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if (many and isinstance(value, list) and all(ok(v) for v in value)) or (not many and ok(value)):
+        return value
+    raise ProtocolError(f"meta {key!r} must be {'a list of ints' if many else 'an int'}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- builder

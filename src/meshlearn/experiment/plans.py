@@ -1,0 +1,42 @@
+"""Plans of the algorithms beyond FedAvg/FedProx: how each is built from an ExperimentConfig.
+
+Each function is registered in `meshlearn.experiment.build.ALGORITHMS` under the name users put in
+`fl.algorithm`, and turns the config into a `Plan` (nodes, what ends the run, progress, topology).
+"""
+
+from __future__ import annotations
+
+from meshlearn.experiment.build import ALGORITHMS, Plan, peer_topology
+from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.learn import Workspace
+
+
+def _decentral(builder, cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    topo = peer_topology(cfg, ids)
+    peers, stop_on = builder(cfg.decentral, cfg, ws, ids, topo, None)
+    ledger = peers[0].ledger
+    return Plan(peers, stop_on, cfg.decentral.epochs, lambda: ledger.written, has_server=False, topology=topo,
+                on_built=lambda sim: ledger.watch(sim.is_alive), on_end=ledger.close, resumable=False)
+
+
+@ALGORITHMS.register("cmfd")
+def plan_cmfd(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    from meshlearn.fl.decentral import build_cmfd
+
+    return _decentral(build_cmfd, cfg, ws, ids, resume)
+
+
+@ALGORITHMS.register("gossip")
+def plan_gossip(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    from meshlearn.fl.decentral import build_gossip
+
+    return _decentral(build_gossip, cfg, ws, ids, resume)
+
+
+@ALGORITHMS.register("tram")
+def plan_tram(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    from meshlearn.fl.tram import build_tram
+
+    nodes, stop_on = build_tram(cfg.tram, cfg, ws, ids, None)
+    return Plan(nodes, stop_on, cfg.tram.transmissions, lambda: max(n.max_hop for n in nodes),
+                has_server=False, topology=None, resumable=False)

@@ -1,0 +1,33 @@
+"""Every algorithm a config can name runs end to end through the run store."""
+
+import pytest
+
+from meshlearn.errors import StoreError
+from meshlearn.experiment.run import run_simulated
+from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.store import RunStore
+
+SMALL = {"data": {"clients": 6, "partition": "shards", "open_size": 200}, "fl": {"rounds": 2, "epochs": 1},
+         "decentral": {"epochs": 4, "eval_every": 2}, "tram": {"transmissions": 12, "eval_every": 4}}
+
+
+def cfg(algorithm, **extra):
+    data = {**SMALL, "name": algorithm, "fl": {**SMALL["fl"], "algorithm": algorithm}, **extra}
+    return ExperimentConfig.model_validate(data)
+
+
+@pytest.mark.parametrize("algorithm,rounds", [("cmfd", 4), ("gossip", 4), ("tram", 12)])
+def test_algorithm_runs_to_completion_and_records_rounds(tmp_path, algorithm, rounds):
+    out = run_simulated(cfg(algorithm), store=RunStore(tmp_path))
+    assert out.completed and out.rounds == rounds
+    table = out.run.metrics.round_table(["accuracy", "virtual_time"])
+    assert table and table[-1]["round"] == rounds and 0 < table[-1]["accuracy"] <= 1
+    assert out.run.reload()["status"] == "completed"
+
+
+def test_decentralized_runs_refuse_resume_with_a_clear_message(tmp_path):
+    store = RunStore(tmp_path)
+    first = run_simulated(cfg("gossip"), store=store)
+    first.run.save_checkpoint(2, {"x": __import__("numpy").zeros(1)}, {})
+    with pytest.raises(StoreError, match="cannot be resumed"):
+        run_simulated(None, store=store, resume=first.run.id)
