@@ -16,7 +16,7 @@ def cfg(algorithm, **extra):
     return ExperimentConfig.model_validate(data)
 
 
-@pytest.mark.parametrize("algorithm,rounds", [("cmfd", 4), ("gossip", 4), ("tram", 12)])
+@pytest.mark.parametrize("algorithm,rounds", [("dsfl", 2), ("fd", 2), ("cmfd", 4), ("gossip", 4), ("tram", 12)])
 def test_algorithm_runs_to_completion_and_records_rounds(tmp_path, algorithm, rounds):
     out = run_simulated(cfg(algorithm), store=RunStore(tmp_path))
     assert out.completed and out.rounds == rounds

@@ -14,7 +14,7 @@ from meshlearn.cli import app
 from meshlearn.errors import ConfigError, UsageError
 from meshlearn.store import RunStore, export_csv, export_json
 
-console = Console()
+console = Console(width=max(Console().width, 120))  # wide tables stay readable when piped
 runs_app = typer.Typer(help="List, inspect and export stored runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
@@ -88,7 +88,7 @@ def compare_row(run, target: float) -> list[str]:
     traffic = sum(r.get("bytes_total", r.get("bytes_up", 0) + r.get("bytes_down", 0)) for r in rows)
     tta = time_to_accuracy(rows, target)
     algo = run.config().get("fl", {}).get("algorithm", "fedavg")
-    return [run.id, algo, str(len(rows)), _fmt(accs[-1] if accs else None), _fmt(max(accs) if accs else None),
+    return [run.info.get("name") or run.id, algo, str(len(rows)), _fmt(accs[-1] if accs else None), _fmt(max(accs) if accs else None),
             f"{traffic:,.0f}", _fmt(rows[-1].get("virtual_time") if rows else None),
             "not reached" if tta is None else f"{tta:,.1f}"]
 
@@ -101,8 +101,8 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="Run ids or unique pr
     if not 0 < target <= 1:
         raise ConfigError("--target", f"accuracy target must be in (0, 1], got {target}")
     store = RunStore(runs_dir)
-    table = Table("run", "algorithm", "rounds", "final acc", "best acc", "bytes (total)", "virtual s",
-                  f"time to {target:.0%} (virtual s)", title="comparison")
+    table = Table("run", "algorithm", "evals", "final acc", "best acc", "wire bytes", "virtual s",
+                  f"s to {target:.0%}", title=f"comparison (times are virtual seconds)")
     for name in runs:
         table.add_row(*compare_row(store.open_run(name), target))
     console.print(table)

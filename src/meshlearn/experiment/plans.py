@@ -40,3 +40,31 @@ def plan_tram(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> P
     nodes, stop_on = build_tram(cfg.tram, cfg, ws, ids, None)
     return Plan(nodes, stop_on, cfg.tram.transmissions, lambda: max(n.max_hop for n in nodes),
                 has_server=False, topology=None, resumable=False)
+
+
+def _round_settings(cfg: ExperimentConfig) -> dict:
+    """FedAvg-style round settings (rounds, deadline, sampling, local SGD) for distillation servers."""
+    from dataclasses import asdict
+
+    from meshlearn.experiment.build import server_settings
+
+    return {k: v for k, v in asdict(server_settings(cfg)).items() if k not in ("prox_mu", "aggregator")}
+
+
+def _server_plan(nodes, stop_on, cfg: ExperimentConfig) -> Plan:
+    server = nodes[0]
+    return Plan(nodes, stop_on, cfg.fl.rounds, lambda: server.completed_round)
+
+
+@ALGORITHMS.register("dsfl")
+def plan_dsfl(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    from meshlearn.fl.dsfl import build_dsfl
+
+    return _server_plan(*build_dsfl(cfg.dsfl, _round_settings(cfg), ws, ids, resume), cfg)
+
+
+@ALGORITHMS.register("fd")
+def plan_fd(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    from meshlearn.fl.fd import build_fd
+
+    return _server_plan(*build_fd(cfg.fd, _round_settings(cfg), ws, ids, resume), cfg)

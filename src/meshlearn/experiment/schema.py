@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshlearn.fl.decentral_settings import DecentralSettings, TramSettings
+from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
 from meshlearn.net.faults import FaultSchedule
 
 __all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "FLConfig", "NetworkConfig", "WireConfig",
@@ -114,6 +115,8 @@ class ExperimentConfig(_Strict):
     faults: FaultSchedule = Field(default_factory=FaultSchedule, description="crashes, churn and partitions")
     wire: WireConfig = Field(default_factory=WireConfig, description="tensor encoding on the wire")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="execution settings")
+    dsfl: DSFLSettings = Field(default_factory=DSFLSettings, description="DS-FL (fl.algorithm = dsfl)")
+    fd: FDSettings = Field(default_factory=FDSettings, description="FD, per-label logit distillation (fl.algorithm = fd)")
     decentral: DecentralSettings = Field(default_factory=DecentralSettings,
                                          description="CMFD and gossip peers (fl.algorithm = cmfd | gossip)")
     tram: TramSettings = Field(default_factory=TramSettings, description="Tram-FL (fl.algorithm = tram)")
