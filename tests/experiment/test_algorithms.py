@@ -31,3 +31,13 @@ def test_decentralized_runs_refuse_resume_with_a_clear_message(tmp_path):
     first.run.save_checkpoint(2, {"x": __import__("numpy").zeros(1)}, {})
     with pytest.raises(StoreError, match="cannot be resumed"):
         run_simulated(None, store=store, resume=first.run.id)
+
+
+@pytest.mark.parametrize("selector", ["fedcs", "mab", "oort"])
+def test_selectors_run_from_the_config_with_fluctuating_resources(tmp_path, selector):
+    c = ExperimentConfig.model_validate({"name": selector, "data": {"clients": 12}, "fl": {"rounds": 3, "epochs": 1},
+                                         "selection": {"selector": selector, "clients_per_round": 4,
+                                                       "dynamics": {"enabled": True, "period_s": 5.0}}})
+    out = run_simulated(c, store=RunStore(tmp_path))
+    table = out.run.metrics.round_table(["clients_selected"])
+    assert out.completed and [r["clients_selected"] for r in table] == [4, 4, 4]

@@ -19,7 +19,8 @@ from meshlearn.fl.server import FLServer, ServerSettings
 from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
 from meshlearn.node import Node
 from meshlearn.registry import Registry
-from meshlearn.net import Topology, LinkSpec, Network, draw_profiles, make_topology, server_profile
+from meshlearn.fl.selection_settings import cost_model
+from meshlearn.net import DeviceProfile, Topology, LinkSpec, Network, draw_profiles, make_topology, server_profile
 from meshlearn.runtime.executor import make_executor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
@@ -100,9 +101,20 @@ def server_settings(cfg: ExperimentConfig) -> ServerSettings:
     f = cfg.fl
     return ServerSettings(
         rounds=f.rounds, fraction=f.fraction, min_clients=cfg.data.clients, join_timeout_s=f.join_timeout_s,
-        round_deadline_s=f.round_deadline_s, min_completion=f.min_completion, epochs=f.epochs,
+        round_deadline_s=deadline_s(cfg), min_completion=f.min_completion, epochs=f.epochs,
         batch_size=f.batch_size, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay,
-        prox_mu=f.prox_mu if f.algorithm == "fedprox" else 0.0)
+        prox_mu=f.prox_mu if f.algorithm == "fedprox" else 0.0, clients_per_round=cfg.selection.clients_per_round)
+
+
+def deadline_s(cfg: ExperimentConfig) -> float:
+    """The round deadline: selection.deadline_s when set, else fl.round_deadline_s."""
+    return cfg.selection.deadline_s or cfg.fl.round_deadline_s
+
+
+def draw_devices(cfg: ExperimentConfig, clients: list[str]) -> dict[str, DeviceProfile]:
+    """Clients' nominal device profiles (one seeded stream, shared by the network and telemetry)."""
+    rng = np.random.default_rng(_seed(cfg, "devices"))
+    return dict(zip(clients, draw_profiles(cfg.network.devices, len(clients), rng)))
 
 
 def make_train_task(client: str, params, **meta) -> TrainTask:
@@ -129,14 +141,14 @@ def build_network(cfg: ExperimentConfig, clients: list[str], plan: "Plan") -> Ne
             overrides[(c, SERVER)] = LinkSpec(**base, loss=n.uplink_loss)
         if n.downlink_loss:
             overrides[(SERVER, c)] = LinkSpec(**base, loss=n.downlink_loss)
-    rng = np.random.default_rng(_seed(cfg, "devices"))
-    devices = dict(zip(clients, draw_profiles(n.devices, len(clients), rng)))
+    devices = draw_devices(cfg, clients)
+    dynamics = cfg.selection.dynamics.make_process(dict(devices), np.random.SeedSequence([cfg.seed, _seed(cfg, "dynamics")]))
     topo = plan.topology
     if plan.has_server:
         devices[SERVER] = server_profile()
         topo = make_topology("star", [SERVER, *clients], np.random.default_rng(_seed(cfg, "topology")))
     seq = np.random.SeedSequence([cfg.seed, _seed(cfg, "links")])
-    return Network(topo, link, devices, seq, link_overrides=overrides)
+    return Network(topo, link, devices, seq, link_overrides=overrides, dynamics=dynamics)
 
 
 def planned_rounds(cfg: ExperimentConfig) -> int:
@@ -175,9 +187,21 @@ ALGORITHMS: Registry = Registry("algorithms")
 @ALGORITHMS.register("fedavg")
 @ALGORITHMS.register("fedprox")
 def build_fedavg(cfg: ExperimentConfig, workspace: Workspace, ids: list[str], resume) -> Plan:
-    server = FLServer(SERVER, initial_params(workspace), server_settings(cfg), make_eval_task, resume=resume)
-    clients = [FLClient(c, SERVER, make_train_task) for c in ids]
+    params = initial_params(workspace)
+    sel = cfg.selection
+    cost = cost_model(params, workspace.flops_per_sample, cfg.fl.epochs)
+    server = FLServer(SERVER, params, server_settings(cfg), make_eval_task, resume=resume,
+                      selector=sel.make_selector(deadline_s=deadline_s(cfg), cost=cost))
+    telemetry = _telemetry(cfg, workspace, ids) if sel.selector != "random" else {}
+    clients = [FLClient(c, SERVER, make_train_task, telemetry=telemetry.get(c)) for c in ids]
     return Plan([server, *clients], [SERVER], cfg.fl.rounds, lambda: server.completed_round)
+
+
+def _telemetry(cfg: ExperimentConfig, workspace: Workspace, ids: list[str]) -> dict[str, dict]:
+    """What each client reports on joining (nominal resources), for resource-aware selectors."""
+    devices = draw_devices(cfg, ids)
+    return {c: {"flops": d.flops, "up_bps": d.up_bps, "down_bps": d.down_bps,
+                "num_samples": workspace.num_samples(c)} for c, d in devices.items()}
 
 
 @dataclass

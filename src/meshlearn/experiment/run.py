@@ -57,7 +57,7 @@ def horizon_s(cfg: ExperimentConfig) -> float:
     """Virtual time after which a run that has not finished is declared stalled (e.g. the server
     crashed for good): every round may use its full deadline plus a join timeout, four times over."""
     f, d, t = cfg.fl, cfg.decentral, cfg.tram
-    server_based = f.join_timeout_s + f.rounds * (f.round_deadline_s + f.join_timeout_s)
+    server_based = f.join_timeout_s + f.rounds * ((cfg.selection.deadline_s or f.round_deadline_s) + f.join_timeout_s)
     return 4.0 * max(server_based, d.epochs * d.epoch_deadline_s, t.transmissions * t.ack_timeout_s)
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshlearn.fl.decentral_settings import DecentralSettings, TramSettings
 from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
+from meshlearn.fl.selection_settings import SelectionSettings
 from meshlearn.net.faults import FaultSchedule
 
 __all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "FLConfig", "NetworkConfig", "WireConfig",
@@ -115,6 +116,8 @@ class ExperimentConfig(_Strict):
     faults: FaultSchedule = Field(default_factory=FaultSchedule, description="crashes, churn and partitions")
     wire: WireConfig = Field(default_factory=WireConfig, description="tensor encoding on the wire")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="execution settings")
+    selection: SelectionSettings = Field(default_factory=SelectionSettings,
+                                         description="client selection and fluctuating device resources")
     dsfl: DSFLSettings = Field(default_factory=DSFLSettings, description="DS-FL (fl.algorithm = dsfl)")
     fd: FDSettings = Field(default_factory=FDSettings, description="FD, per-label logit distillation (fl.algorithm = fd)")
     decentral: DecentralSettings = Field(default_factory=DecentralSettings,

@@ -9,11 +9,10 @@ Models never travel. Each client keeps its own model across rounds; per round r 
             them with SA or ERA (`fl.softlabels`), distils its own model on (I_r, ŷ_r), evaluates it,
             records the round (the same metrics as FLServer), checkpoints, next round
 
-Round control (joins, selection, deadline, min_completion, crash and rejoin) is FLServer's;
-`DistillRoundServer` / `DistillRoundClient` adapt it to protocols whose payloads are not parameters,
-and FD (`fl.fd`) reuses them. A client's model is local state that survives a crash (it lives on the
-device's disk); a *resumed* run restarts client models from the initial parameters, because only the
-server checkpoints (its model, ŷ and I of the last round).
+Round control (joins, selection, deadline, min_completion, crash, rejoin) is FLServer's, adapted by
+`DistillRoundServer` / `DistillRoundClient` to payloads that are not parameters (FD reuses them). A
+client's model survives a crash (it is on the device's disk); a *resumed* run restarts client models
+from the initial parameters: only the server checkpoints (its model, ŷ and I of the last round).
 
 Message kinds. ONLY APPEND: the strings are part of the wire protocol between versions.
 
@@ -30,7 +29,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
@@ -40,8 +40,9 @@ from meshlearn.fl.client import FLClient
 from meshlearn.fl.distill_settings import DSFLSettings
 from meshlearn.fl.selection import ClientFeedback, Selector
 from meshlearn.fl.server import FLServer, ServerSettings, _finite, _positive_int, _Round
-from meshlearn.fl.softlabels import SOFT_AGGREGATORS, check_soft_labels, decode_soft, encode_soft, entropy
-from meshlearn.learn import DistillTask, EvalResult, EvalTask, PredictTask, TrainTask, initial_params
+from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_indices, check_soft_labels, decode_soft, encode_soft,
+                                     entropy)
+from meshlearn.learn import DistillTask, EvalResult, EvalTask, Params, PredictTask, TrainTask, initial_params
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
 
@@ -49,7 +50,6 @@ __all__ = ["JOIN", "ROUND", "UPLOAD", "SHUTDOWN", "Kinds", "DistillRoundServer",
            "DSFLServer", "DSFLClient", "Upload", "build_dsfl", "server_settings_from"]
 
 JOIN, ROUND, UPLOAD, SHUTDOWN = "dsfl.join", "dsfl.round", "dsfl.upload", "dsfl.shutdown"
-Params = dict[str, np.ndarray]
 _PREFIX = "dsfl."  # checkpoint tensors that are protocol state, not model parameters
 
 
@@ -87,7 +87,7 @@ class DistillRoundServer(FLServer):
     KINDS: ClassVar[Kinds]
 
     def on_start(self, ctx: Context) -> None:
-        self.pending_task: int | None = None
+        self.pending_task: int | None = None  # a protocol task before evaluation (DS-FL: server distillation)
         super().on_start(ctx)
 
     def on_message(self, ctx: Context, src: str, msg: Message) -> None:
@@ -157,14 +157,13 @@ class DistillRoundServer(FLServer):
             ctx.send(client, Message(self.KINDS.shutdown, {"reason": reason}))
         ctx.stop()
 
-    # ----- hooks with defaults ------------------------------------------------------------
     def prepare_round(self, ctx: Context, number: int) -> None:
         """Per-round state shared by every client's message (DS-FL: draw I_r)."""
 
     def record_extra(self, ctx: Context, rnd: _Round) -> None:
         """Protocol-specific round metrics, recorded before the standard ones (virtual_time stays last)."""
 
-    def checkpoint_tensors(self) -> Params:
+    def checkpoint_tensors(self) -> Params:  # what ctx.checkpoint stores, and resume= gives back
         return self.params
 
     @staticmethod
@@ -178,30 +177,28 @@ class DistillRoundServer(FLServer):
 
 
 def _reported_eval(meta: dict) -> tuple[float | None, float | None]:
-    acc, loss = meta.get("test_accuracy"), meta.get("test_loss")
+    acc, loss = meta.get("test_accuracy"), _finite(meta.get("test_loss"))
     if acc is None:
         return None, None
-    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
-        raise ProtocolError(f"test_accuracy must be a number in [0, 1], got {acc!r}")
-    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not loss >= 0:
-        raise ProtocolError(f"test_loss must be a number >= 0 with test_accuracy, got {loss!r}")
-    return float(acc), float(loss)
+    if _finite(acc) is None or not 0.0 <= acc <= 1.0 or loss is None or loss < 0:
+        raise ProtocolError(f"test_accuracy must be in [0, 1] and test_loss >= 0, got {acc!r} and {loss!r}")
+    return float(acc), loss
 
 
 class DistillRoundClient(FLClient):
     """FLClient's join/rejoin/shutdown with a chain of tasks per round: subclasses fill in three hooks.
 
-        start_round(msg) -> list[str]   decode the round message (raise PeerError to ignore it); stage names
+        start_round(msg) -> list[str]   decode the round message (raise PeerError to ignore it): stage names
         stage_task(stage) -> task       the task of one stage (built when the previous one finished)
         absorb(stage, result)           keep what a finished stage produced
         upload() -> Message             sent after the last stage
     """
 
     KINDS: ClassVar[Kinds]
+    REQUIRED_META: ClassVar[tuple[str, ...]] = ("round",)  # a round message without them is ignored
 
     def on_start(self, ctx: Context) -> None:
-        self.stages: list[str] = []
-        self.stage: str | None = None
+        self.stages, self.stage = [], None
         super().on_start(ctx)
 
     def _join(self, ctx: Context) -> None:
@@ -222,6 +219,9 @@ class DistillRoundClient(FLClient):
 
     def _on_round(self, ctx: Context, msg: Message) -> None:
         try:
+            missing = [k for k in self.REQUIRED_META if k not in msg.meta]
+            if missing:
+                raise ProtocolError(f"round message lacks meta {missing}")
             stages = self.start_round(msg)
         except PeerError as err:
             ctx.log(f"ignored round message from {self.server}: {err}", level="warning")
@@ -246,8 +246,7 @@ class DistillRoundClient(FLClient):
 
 def server_settings_from(common: dict[str, Any], num_clients: int) -> ServerSettings:
     """FLServer's settings from the FedAvg-style `common` keys; `min_clients` defaults to every client."""
-    allowed = {"rounds", "fraction", "epochs", "batch_size", "lr", "momentum", "weight_decay", "round_deadline_s",
-               "min_completion", "join_timeout_s", "min_clients"}
+    allowed = {f.name for f in fields(ServerSettings)} - {"prox_mu", "aggregator"}  # FedAvg/FedProx only
     unknown = sorted(set(common) - allowed)
     if unknown:
         raise UsageError(f"unknown round settings {unknown} (valid: {', '.join(sorted(allowed))})")
@@ -271,9 +270,9 @@ class DSFLServer(DistillRoundServer):
         resume = (resume[0], {k: v for k, v in resume[1].items() if k not in state}) if resume else None
         super().__init__(node_id, params, settings, eval_task_factory, resume=resume, selector=selector)
         self.dsfl, self.num_open, self.num_classes = dsfl, int(num_open), int(num_classes)
-        fn = SOFT_AGGREGATORS.get(dsfl.aggregation)
-        kw = {"temperature": dsfl.temperature} if "temperature" in inspect.signature(fn).parameters else {}
-        self.aggregate_soft = lambda probs: fn(probs, **kw)
+        fn = SOFT_AGGREGATORS.get(dsfl.aggregation)  # SA takes no temperature; ERA (and plug-ins) may
+        self.aggregate_soft = partial(fn, **{k: v for k, v in {"temperature": dsfl.temperature}.items()
+                                             if k in inspect.signature(fn).parameters})
         self.soft: np.ndarray | None = state.get(_PREFIX + "soft_labels")  # ŷ of the last successful round
         self.soft_indices: np.ndarray | None = state.get(_PREFIX + "indices")  # its I
         self.subset = np.zeros(0, np.int64)  # I_r of the round in flight
@@ -311,7 +310,7 @@ class DSFLServer(DistillRoundServer):
         elif ok:
             task = DistillTask(client=self.node_id, params=self.params, indices=self.subset, targets=self.soft,
                                loss="kl", epochs=self.dsfl.server_distill_epochs,
-                               batch_size=self.dsfl.distill_batch_size, lr=self.dsfl.distill_lr,
+                               batch_size=self.dsfl.distill_batch_size, lr=self.dsfl.server_distill_lr,
                                momentum=self.dsfl.distill_momentum, seed=int(ctx.rng.integers(2**31)))
             self.pending_task = ctx.submit(task)
         else:
@@ -338,19 +337,21 @@ class DSFLClient(DistillRoundClient):
     """Keeps its own model; per round: distil on the last aggregate, train privately, predict on I_r."""
 
     KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
+    REQUIRED_META = ("round", "epochs", "batch_size", "lr", "momentum", "weight_decay", "distill_epochs",
+                     "distill_lr", "distill_batch_size", "distill_momentum", "seed")
 
     def __init__(self, node_id: str, server: str, params: Params, num_open: int,
                  train_task_factory: Callable[..., object] = TrainTask, rejoin_s: float = 30.0):
         super().__init__(node_id, server, train_task_factory, rejoin_s)
         self.params, self.num_open = params, int(num_open)
-        self.meta: dict[str, Any] = {}
-        self.out: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}  # of the round in progress
+        self.out: dict[str, Any] = {}  # what its stages produced
 
     def start_round(self, msg: Message) -> list[str]:
         t, m = msg.tensors, msg.meta
-        indices, prev = _index_tensor(t, "indices", self.num_open), None
+        indices, prev = check_indices(t, "indices", self.num_open), None
         if "prev_indices" in t:
-            prev = (_index_tensor(t, "prev_indices", self.num_open), decode_soft(t))
+            prev = (check_indices(t, "prev_indices", self.num_open), decode_soft(t))
             if prev[1].shape[0] != len(prev[0]):
                 raise ProtocolError(f"{len(prev[0])} previous indices but {prev[1].shape[0]} soft-label rows")
         self.indices, self.prev, self.meta, self.out = indices, prev, m, {}
@@ -386,21 +387,10 @@ class DSFLClient(DistillRoundClient):
         return Message(UPLOAD, meta, encode_soft(self.out["probs"], self.meta.get("encoding", "fp32")))
 
 
-def _index_tensor(tensors: dict[str, np.ndarray], name: str, limit: int) -> np.ndarray:
-    idx = tensors.get(name)
-    if idx is None or idx.ndim != 1 or idx.dtype.kind not in "iu":
-        raise ProtocolError(f"round message needs a 1-D integer tensor {name!r}")
-    if len(idx) and (idx.min() < 0 or idx.max() >= limit):
-        raise ProtocolError(f"{name!r} must index the open set 0..{limit - 1}")
-    return idx.astype(np.int64)
-
-
 def build_dsfl(settings: DSFLSettings, common: dict[str, Any], workspace, client_ids: list[str],
                resume: tuple[int, Params] | None = None, server_id: str = "server") -> tuple[list[Node], list[str]]:
     """DS-FL nodes over `workspace` (which needs an open set): (nodes, ids whose stop() ends the run)."""
-    if workspace.open is None or len(workspace.open) == 0:
-        raise UsageError("DS-FL needs a shared unlabelled set; set data.open_size > 0 (or data.open_path)")
-    params, num_open = initial_params(workspace), len(workspace.open)
+    params, num_open = initial_params(workspace), 0 if workspace.open is None else len(workspace.open)
     server = DSFLServer(server_id, params, server_settings_from(common, len(client_ids)), settings, num_open,
                         workspace.train.num_classes, resume=resume)
     clients = [DSFLClient(c, server_id, params, num_open) for c in client_ids]

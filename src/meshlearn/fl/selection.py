@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def make_selector(name: str, **params: Any) -> Selector:
     return SELECTORS.get(name)(**params)
 
 
-def in_order(picked, candidates: list[str]) -> list[str]:
+def in_order(picked: Iterable[str], candidates: list[str]) -> list[str]:
     """``picked`` sorted the way ``candidates`` are."""
     chosen = set(picked)
     return [c for c in candidates if c in chosen]
@@ -119,7 +119,6 @@ class RandomSelector(Selector):
 
 
 # ----- FedCS and the deadline greedy ---------------------------------------------------------
-
 def round_time(items: list[tuple[float, float]], uploads: str) -> float:
     """Round time for clients given as (ready, upload) seconds, where ready means the update is
     trained. With "parallel" every client has its own uplink. With "sequential" the updates take
@@ -142,8 +141,8 @@ def deadline_greedy(estimates: list[tuple[str, float, float]], k: int, deadline_
         ranked = sorted(estimates, key=lambda e: e[1] + e[2])
         fits = [c for c, r, u in ranked[:k] if r + u <= deadline_s]
         return fits or [c for c, _, _ in ranked[:1]]
-    chosen: list[tuple[float, float]] = []
     names: list[str] = []
+    chosen: list[tuple[float, float]] = []
     left = list(estimates)
     while left and len(names) < k:
         times = [round_time([*chosen, (r, u)], uploads) for _, r, u in left]
@@ -153,7 +152,7 @@ def deadline_greedy(estimates: list[tuple[str, float, float]], k: int, deadline_
         client, r, u = left.pop(best)
         chosen.append((r, u))
         names.append(client)
-        if times[best] > deadline_s:
+        if times[best] > deadline_s:  # nothing fits: the fastest alone
             break
     return names
 
@@ -162,13 +161,13 @@ def deadline_greedy(estimates: list[tuple[str, float, float]], k: int, deadline_
 class FedCSSelector(Selector):
     """Deadline greedy on reported resources.
 
-    Each round only a random ``request_fraction`` of the candidates is asked for resources (FedCS
-    step 2). Clients that never reported are left out, and when none has reported the selector
+    Each round only a random ``request_fraction`` of the candidates (at least k) is asked for resources
+    (FedCS step 2). Clients that never reported are left out, and when none has reported the selector
     falls back to random. The reports come from join time, so under fluctuating resources they
     go stale. That staleness is the weakness the MAB selector addresses.
     """
 
-    def __init__(self, *, deadline_s: float, cost: CostModel, request_fraction: float = 1.0,
+    def __init__(self, *, deadline_s: float, cost: CostModel, request_fraction: float = 0.3,
                  uploads: str = "parallel"):
         if not 0 < request_fraction <= 1 or uploads not in ("parallel", "sequential") or deadline_s <= 0:
             raise UsageError("fedcs needs deadline_s > 0, 0 < request_fraction <= 1, uploads parallel|sequential")
@@ -182,7 +181,7 @@ class FedCSSelector(Selector):
     def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
         asked = candidates
         if self.request_fraction < 1:
-            n = max(1, math.ceil(self.request_fraction * len(candidates)))
+            n = min(len(candidates), max(k, math.ceil(self.request_fraction * len(candidates))))
             asked = [candidates[i] for i in sorted(rng.choice(len(candidates), size=n, replace=False))]
         estimates = []
         for c in asked:
@@ -195,7 +194,6 @@ class FedCSSelector(Selector):
 
 
 # ----- MAB: UCB on observed round times --------------------------------------------------------
-
 @SELECTORS.register("mab")
 class MABSelector(Selector):
     """The deadline greedy, driven by a lower confidence bound on each client's round time.
@@ -207,7 +205,7 @@ class MABSelector(Selector):
     becomes worth trying again. Clients never observed go first, in random order.
     """
 
-    def __init__(self, *, deadline_s: float, exploration: float = 0.5, discount: float = 0.95,
+    def __init__(self, *, deadline_s: float, exploration: float = 0.05, discount: float = 0.99,
                  miss_factor: float = 2.0):
         if deadline_s <= 0 or exploration < 0 or not 0 < discount <= 1 or miss_factor < 1:
             raise UsageError("mab needs deadline_s > 0, exploration >= 0, 0 < discount <= 1, miss_factor >= 1")
@@ -215,17 +213,18 @@ class MABSelector(Selector):
         self.count: dict[str, float] = {}
         self.total: dict[str, float] = {}
 
-    def estimate(self, client: str) -> float:
+    def estimate(self, client: str, big_n: float | None = None) -> float:
         """Optimistic round time of ``client`` in seconds; -inf when it was never observed."""
         n = self.count.get(client, 0.0)
         if n <= 1e-9:
             return -math.inf
-        big_n = max(sum(self.count.values()), math.e)
+        big_n = max(sum(self.count.values()) if big_n is None else big_n, math.e)
         return (self.total[client] / n - self.c * math.sqrt(math.log(big_n) / n)) * self.deadline_s
 
     def select(self, candidates: list[str], k: int, now: float, rng: np.random.Generator) -> list[str]:
         order = rng.permutation(len(candidates))  # random tie-break among the never observed
-        estimates = [(candidates[i], self.estimate(candidates[i]), 0.0) for i in order]
+        big_n = sum(self.count.values())
+        estimates = [(candidates[i], self.estimate(candidates[i], big_n), 0.0) for i in order]
         return in_order(deadline_greedy(estimates, k, self.deadline_s), candidates)
 
     def feedback(self, round: int, results: Mapping[str, ClientFeedback]) -> None:
@@ -239,7 +238,6 @@ class MABSelector(Selector):
 
 
 # ----- Oort ------------------------------------------------------------------------------------
-
 @dataclass
 class _Arm:
     reward: float  # statistical utility of the last participation; the data size until then

@@ -32,8 +32,9 @@ class _Strict(BaseModel):
 class FedCSSettings(_Strict):
     """FedCS (Nishio & Yonetani, ICC 2019): deadline greedy on the resources clients report."""
 
-    request_fraction: float = Field(1.0, gt=0, le=1, description="share of clients asked for resources each "
-                                                                 "round (the paper's C); the greedy picks among them")
+    request_fraction: float = Field(0.3, gt=0, le=1, description="share of clients asked for resources each "
+                                                                 "round (the paper's C); the greedy picks among them. "
+                                                                 "1 = always the same fastest k (little data diversity)")
     uploads: Literal["parallel", "sequential"] = Field(
         "parallel", description="time model: parallel = own uplink per client (as the simulator does), "
                                 "sequential = updates share one uplink in turn (the paper's model)")
@@ -42,8 +43,9 @@ class FedCSSettings(_Strict):
 class MABSettings(_Strict):
     """UCB on observed round times, plugged into the FedCS deadline greedy (after Yoshida et al. 2020)."""
 
-    exploration: float = Field(0.5, ge=0, description="UCB width c in mean τ − c·sqrt(ln N / n), τ = time/deadline")
-    discount: float = Field(0.95, gt=0, le=1, description="per-round decay of the time statistics; < 1 follows "
+    exploration: float = Field(0.05, ge=0, description="UCB width c in mean τ − c·sqrt(ln N / n), τ = time/deadline; "
+                                                        "an explored straggler costs the whole round, keep it small")
+    discount: float = Field(0.99, gt=0, le=1, description="per-round decay of the time statistics; < 1 follows "
                                                           "fluctuating resources, 1 = plain UCB")
 
 
@@ -70,9 +72,9 @@ class DynamicsSettings(_Strict):
 
     enabled: bool = Field(False, description="clients' compute and bandwidth change over time; false = static")
     period_s: float = Field(60.0, gt=0, description="virtual seconds between redraws of each client's state")
-    classes: list[float] = Field([0.1, 0.5, 1.0], min_length=1, description="bandwidth multipliers of the "
+    classes: list[float] = Field([0.2, 0.5, 1.0], min_length=1, description="bandwidth multipliers of the "
                                                                             "throughput classes")
-    stay: float = Field(0.7, ge=0, le=1, description="probability a client keeps its class into the next period")
+    stay: float = Field(0.8, ge=0, le=1, description="probability a client keeps its class into the next period")
     jitter: float = Field(0.3, ge=0, description="lognormal sigma of the per-period compute-speed multiplier")
 
     @field_validator("classes")

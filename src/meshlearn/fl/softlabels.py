@@ -10,10 +10,11 @@ same rows = same open samples) to the aggregate batch:
                                       paper's re-implementations, so with T = 0.1 no class is ever more
                                       than e^10 times likelier than another.
 
-ERA sharpens ambiguous aggregates (the non-IID case: clients disagree, mass is spread over many
-classes) but it is not a monotone sharpener: an aggregate that is already confident, or that puts
-~0 mass on some classes, gets those classes lifted to ≥ e^-10 of the top one and its entropy can
-*grow* (e.g. (½, ½, 0, …, 0) over 10 classes: ln 2 → 0.85 nats). Tests pin both behaviours.
+How much ERA sharpens depends on T·C: near the uniform vector u, softmax(p/T) − u ≈ (p − u)/(T·C),
+so it sharpens ambiguous aggregates only when T < 1/C. With the default T = 0.1 and 10 classes it is
+neutral to first order and sharpens only aggregates that already have a clear peak; and at any T it
+lifts classes with ~0 mass to ≥ e^(-1/T) of the top one, so a sparse or confident aggregate can gain
+entropy (e.g. (½, ½, 0, …, 0): ln 2 → 0.85 nats at T = 0.1). Tests pin these behaviours.
 
 Encodings of an (n, C) batch on the wire (`encode_soft` → tensors of a message, `decode_soft` back):
 
@@ -23,7 +24,8 @@ Encodings of an (n, C) batch on the wire (`encode_soft` → tensors of a message
                                       q / Σq: |error| ≤ (1 + C·p) / (510 − C) per entry (C < 510),
                                       ≤ 0.022 for C = 10, typically ~1e-3; n·C bytes
 
-Decoding is the gate where a peer's soft labels enter: anything malformed raises ProtocolError.
+Decoding (and `check_indices` for the open-set rows they refer to) is the gate where a peer's soft labels
+enter: anything malformed raises ProtocolError.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.registry import Registry
 
 __all__ = ["SOFT_AGGREGATORS", "SOFT_ENCODINGS", "sa", "era", "entropy", "encode_soft", "decode_soft",
-           "check_soft_labels", "soft_bytes"]
+           "check_soft_labels", "check_indices", "soft_bytes"]
 
 Encoding = Literal["fp32", "fp16", "int8"]
 SOFT_ENCODINGS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -128,6 +130,16 @@ def check_soft_labels(probs: np.ndarray, shape: tuple[int, int], encoding: str =
     worst = float(np.max(np.abs(probs.sum(axis=1, dtype=np.float64) - 1.0), initial=0.0))
     if worst > _ROW_ATOL.get(encoding, 1e-3):
         raise ProtocolError(f"soft-label rows must sum to 1; one is off by {worst:.3g}")
+
+
+def check_indices(tensors: dict[str, np.ndarray], name: str, limit: int) -> np.ndarray:
+    """`tensors[name]` as int64 open-set row numbers; ProtocolError unless a 1-D integer array in 0..limit-1."""
+    idx = tensors.get(name)
+    if idx is None or idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise ProtocolError(f"message needs a 1-D integer tensor {name!r} of open-set rows")
+    if len(idx) and (idx.min() < 0 or idx.max() >= limit):
+        raise ProtocolError(f"{name!r} must index the open set 0..{limit - 1}")
+    return idx.astype(np.int64)
 
 
 def soft_bytes(n: int, num_classes: int, encoding: Encoding) -> int:

@@ -12,7 +12,7 @@ is pulled towards the global mean logit vector of its *true* label, where the se
            logit gap, so confident models with large logits need a small lr·beta or it diverges
  After training, one eval-mode pass over the client's data gives the per-label
 mean logits (`label_logits[c]`, zeros where `label_counts[c] == 0`) that the client uploads.
-Importing this module registers the kind "fd_train" in `TASK_HANDLERS`.
+Importing this module registers the kind "train_fd" in `TASK_HANDLERS`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = ["FDTrainTask", "FDTrainResult", "label_logits"]
 class FDTrainTask:
     """Train `params` on `client`'s partition with CE + beta · MSE towards `teacher[y]` (where `teacher_mask[y]`)."""
 
-    kind: ClassVar[str] = "fd_train"
+    kind: ClassVar[str] = "train_fd"
     client: str
     params: dict[str, np.ndarray]
     teacher: np.ndarray  # (C, C) float32: row c = global mean logits of label c
@@ -89,7 +89,7 @@ def label_logits(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> tup
     return means.float().numpy(), counts.numpy().astype(np.int64)
 
 
-@TASK_HANDLERS.register("fd_train")
+@TASK_HANDLERS.register("train_fd")
 def run_fd_train(ws: Workspace, task: FDTrainTask) -> FDTrainResult:
     model = ws.model
     set_params(model, task.params)

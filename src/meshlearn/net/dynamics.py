@@ -4,7 +4,7 @@ A ``ResourceProcess`` answers ``profile_at(node, t)``. The answer is the node's 
 with its compute speed and its up/down bandwidth multiplied by factors. The factors change once per
 period of ``period_s`` virtual seconds:
 
-* bandwidth: a Markov chain over throughput classes. A class is a multiplier such as 0.1, 0.5 or 1.0.
+* bandwidth: a Markov chain over throughput classes. A class is a multiplier such as 0.2, 0.5 or 1.0.
   In period 0 the class is drawn uniformly. In each later period the chain keeps the previous class
   with probability ``stay``; otherwise it draws a class uniformly, which may be the same one again.
   One class scales both the uplink and the downlink.
@@ -64,8 +64,8 @@ class ResourceProcess:
         seed_seq: np.random.SeedSequence,
         *,
         period_s: float = 60.0,
-        classes: Sequence[float] = (0.1, 0.5, 1.0),
-        stay: float = 0.7,
+        classes: Sequence[float] = (0.2, 0.5, 1.0),
+        stay: float = 0.8,
         jitter: float = 0.3,
     ):
         _check(period_s, classes, stay, jitter)
