@@ -41,3 +41,11 @@ def test_selectors_run_from_the_config_with_fluctuating_resources(tmp_path, sele
     out = run_simulated(c, store=RunStore(tmp_path))
     table = out.run.metrics.round_table(["clients_selected"])
     assert out.completed and [r["clients_selected"] for r in table] == [4, 4, 4]
+
+
+def test_dsfl_without_an_open_set_says_how_to_add_one(tmp_path):
+    from meshlearn.errors import ConfigError
+
+    c = ExperimentConfig.model_validate({"data": {"clients": 4}, "fl": {"algorithm": "dsfl"}})
+    with pytest.raises(ConfigError, match="data.open_size"):
+        run_simulated(c, store=RunStore(tmp_path))

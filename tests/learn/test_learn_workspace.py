@@ -109,7 +109,7 @@ def test_bad_tasks_and_clients(ws):
         EvalTask(initial_params(ws), batch_size=0)
     with pytest.raises(UsageError, match="unknown client 'nobody'"):
         ws.run(_task(ws, client="nobody"))
-    with pytest.raises(UsageError, match="evaluate, predict, train"):
+    with pytest.raises(UsageError, match="valid: .*evaluate.*train"):
         ws.run(object())
     with pytest.raises(UsageError, match="indices"):
         Workspace(ws.train, ws.test, {"x": np.array([len(ws.train)])}, "mlp", {}, 0)

@@ -6,6 +6,7 @@ Each function is registered in `meshlearn.experiment.build.ALGORITHMS` under the
 
 from __future__ import annotations
 
+from meshlearn.errors import ConfigError
 from meshlearn.experiment.build import ALGORITHMS, Plan, peer_topology
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.learn import Workspace
@@ -60,6 +61,9 @@ def _server_plan(nodes, stop_on, cfg: ExperimentConfig) -> Plan:
 def plan_dsfl(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
     from meshlearn.fl.dsfl import build_dsfl
 
+    if ws.open is None:
+        raise ConfigError("data.open_size", "dsfl exchanges soft labels on a shared unlabelled set: set "
+                          "data.open_size > 0 (e.g. 300) or data.open_path")
     return _server_plan(*build_dsfl(cfg.dsfl, _round_settings(cfg), ws, ids, resume), cfg)
 
 
