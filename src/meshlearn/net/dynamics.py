@@ -43,12 +43,19 @@ class DeviceDynamics(Protocol):
         ...
 
 
-def period_rng(seed_seq: np.random.SeedSequence, node: str, period: int) -> np.random.Generator:
-    """Generator for ``node`` in ``period``, independent of every other (node, period) pair."""
-    digest = hashlib.sha256(f"dynamics\x00{node}\x00{period}".encode()).digest()
+def keyed_rng(seed_seq: np.random.SeedSequence, *labels: object) -> np.random.Generator:
+    """A Generator named by ``labels`` under ``seed_seq``: the same labels always give the same
+    stream, and no stream depends on which others were drawn first (SHA-256 of the labels goes
+    into the spawn key)."""
+    digest = hashlib.sha256("\x00".join(map(str, labels)).encode()).digest()
     words = tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
     child = np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, *words))
     return np.random.default_rng(child)
+
+
+def period_rng(seed_seq: np.random.SeedSequence, node: str, period: int) -> np.random.Generator:
+    """Generator for ``node`` in ``period``, independent of every other (node, period) pair."""
+    return keyed_rng(seed_seq, "dynamics", node, period)
 
 
 class ResourceProcess:

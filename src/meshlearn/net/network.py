@@ -10,14 +10,13 @@ With ``dynamics`` (see ``meshlearn.net.dynamics``) device bandwidth is read at s
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 
 import numpy as np
 
 from meshlearn.errors import UsageError
 from meshlearn.net.devices import DeviceProfile
-from meshlearn.net.dynamics import DeviceDynamics
+from meshlearn.net.dynamics import DeviceDynamics, keyed_rng
 from meshlearn.net.link import DatagramTransfer, Link, LinkSpec, Transfer
 from meshlearn.net.packetizer import packet_sizes
 from meshlearn.net.topology import Topology
@@ -27,10 +26,7 @@ __all__ = ["Network", "pair_rng"]
 
 def pair_rng(seed_seq: np.random.SeedSequence, src: str, dst: str) -> np.random.Generator:
     """Generator for the directed pair ``(src, dst)``, independent of any other pair's use."""
-    digest = hashlib.sha256(f"link\x00{src}\x00{dst}".encode()).digest()
-    words = tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
-    child = np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, *words))
-    return np.random.default_rng(child)
+    return keyed_rng(seed_seq, "link", src, dst)
 
 
 class Network:
