@@ -49,3 +49,12 @@ def test_dsfl_without_an_open_set_says_how_to_add_one(tmp_path):
     c = ExperimentConfig.model_validate({"data": {"clients": 4}, "fl": {"algorithm": "dsfl"}})
     with pytest.raises(ConfigError, match="data.open_size"):
         run_simulated(c, store=RunStore(tmp_path))
+
+
+def test_serve_refuses_peer_to_peer_algorithms_with_a_clear_message():
+    from meshlearn.errors import UsageError
+    from meshlearn.experiment.deploy import serve_runtime
+
+    c = cfg("cmfd")
+    with pytest.raises(UsageError, match="peer-to-peer"):
+        serve_runtime(c, listen=("127.0.0.1", 0), secret=b"k")

@@ -171,3 +171,19 @@ def test_sigint_interrupts_a_simulated_run_which_then_resumes(tmp_path):
     run = RunStore(tmp_path / "runs").open_run("latest")
     assert run.reload()["status"] == "interrupted"
     assert run.latest_checkpoint()[0] >= 1
+
+
+@pytest.mark.parametrize("algorithm", ["dsfl", "fd"])
+def test_distillation_algorithms_run_as_real_processes(cluster, algorithm):
+    c = cluster(rounds=2, clients=3, extra=("--set", f"fl.algorithm={algorithm}", "--set", "data.open_size=200",
+                                            "--set", "data.partition=shards"))
+    c.start_server()
+    c.start_clients()
+    assert c.finish() == 0, "".join(c.lines)
+    run, rows = c.table()
+    assert [r["round"] for r in rows] == [1, 2]
+    assert all(r["clients_completed"] == 3 and r["round_ok"] == 1 for r in rows)
+    assert run.reload()["status"] == "completed"
+    for p in c.clients.values():
+        p.communicate(timeout=60)
+        assert p.returncode == 0

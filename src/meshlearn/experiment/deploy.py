@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshlearn.experiment.build import SERVER, build_workspace, client_ids, make_eval_task, make_train_task, server_settings
+from meshlearn.experiment.build import ALGORITHMS, SERVER, build_workspace, client_ids
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.errors import UsageError
-from meshlearn.fl.client import FLClient
-from meshlearn.fl.server import FLServer
-from meshlearn.learn import Workspace, initial_params
+from meshlearn.learn import Workspace
 from meshlearn.runtime import AsyncioRuntime, InlineExecutor
 from meshlearn.wire import TensorCodec
 
@@ -49,7 +47,7 @@ def serve_runtime(cfg: ExperimentConfig, *, listen: tuple[str, int], secret: byt
     """The FL server in an AsyncioRuntime listening on `listen`; returns (runtime, server node)."""
     ws = build_workspace(cfg)
     warm_up(ws)
-    server = FLServer(SERVER, initial_params(ws), server_settings(cfg), make_eval_task, resume=resume)
+    server = _plan(cfg, ws, client_ids(cfg.data.clients), resume).nodes[0]
     ssl_server = tls.contexts()[0] if tls else None
     runtime = AsyncioRuntime(listen=listen, secret=secret, ssl_server=ssl_server, executor=InlineExecutor(ws),
                              sink=sink, on_checkpoint=on_checkpoint, codec=_codec(cfg), seed=cfg.seed,
@@ -68,9 +66,18 @@ def _client_workspace(cfg: ExperimentConfig, client_id: str, local_data: bool) -
         import numpy as np
 
         return Workspace(ws.train, ws.test, {client_id: np.arange(len(ws.train))}, ws.model_name,
-                         ws.model_params, ws.model_seed)
+                         ws.model_params, ws.model_seed, open=ws.open)
     return Workspace(ws.train, ws.test, {client_id: ws.parts[client_id]}, ws.model_name, ws.model_params,
-                     ws.model_seed)
+                     ws.model_seed, open=ws.open)
+
+
+def _plan(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume):
+    """The algorithm's nodes, built exactly as in simulation; real deployments need a server."""
+    plan = ALGORITHMS.get(cfg.fl.algorithm)(cfg, ws, ids, resume)
+    if not plan.has_server:
+        raise UsageError(f"serve/join run server-based algorithms (fedavg, fedprox, dsfl, fd); "
+                         f"{cfg.fl.algorithm!r} is peer-to-peer and has no real-process launcher yet")
+    return plan
 
 
 def warm_up(ws: Workspace) -> None:
@@ -88,6 +95,7 @@ def join_runtime(cfg: ExperimentConfig, client_id: str, *, server: tuple[str, in
     ssl_client = tls.contexts()[1] if tls else None
     runtime = AsyncioRuntime(peers={SERVER: server}, secret=secret, ssl_client=ssl_client,
                              executor=InlineExecutor(ws), codec=_codec(cfg), seed=cfg.seed)
-    client = FLClient(client_id, SERVER, make_train_task, rejoin_s=rejoin_s)
+    client = next(n for n in _plan(cfg, ws, [client_id], None).nodes if n.node_id == client_id)
+    client.rejoin_s = rejoin_s
     runtime.add_node(client)
     return runtime, client
