@@ -3,7 +3,8 @@
 import pytest
 
 HELP = {
-    (): ["run", "demo", "config", "runs", "data", "serve", "join"],
+    (): ["run", "demo", "config", "runs", "data", "serve", "join", "peer"],
+    ("peer",): ["--id", "--listen", "--peer", "--set", "--secret-file", "--insecure", "--tls-cert"],
     ("run",): ["--set", "--resume", "--runs-dir", "--quiet"],
     ("demo",): ["--runs-dir", "--quiet"],
     ("config",): ["show"],

@@ -187,3 +187,28 @@ def test_distillation_algorithms_run_as_real_processes(cluster, algorithm):
     for p in c.clients.values():
         p.communicate(timeout=60)
         assert p.returncode == 0
+
+
+@pytest.mark.parametrize("algorithm", ["cmfd", "gossip"])
+def test_decentralized_peers_run_as_real_processes_on_a_ring(tmp_path, algorithm):
+    ids = [f"client-{i:02d}" for i in range(4)]
+    ports = {pid: free_port() for pid in ids}
+    sets = ["--set", f"fl.algorithm={algorithm}", "--set", "data.clients=4", "--set", "data.open_size=200",
+            "--set", "data.partition=shards", "--set", "decentral.epochs=3", "--set", "decentral.eval_every=1",
+            "--set", "network.topology=ring"]
+    env = {**os.environ, "MESHLEARN_SECRET": "ring-secret"}
+    procs = []
+    for pid in ids:
+        book = [arg for other in ids if other != pid for arg in ("--peer", f"{other}=127.0.0.1:{ports[other]}")]
+        procs.append(subprocess.Popen([sys.executable, "-m", "meshlearn", "peer", "quickstart", *sets, "--id", pid,
+                                       "--listen", f"127.0.0.1:{ports[pid]}", *book, "--timeout", "150"],
+                                      env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        outs = [p.communicate(timeout=200)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+        assert "epoch 3: accuracy" in out and "finished" in out, out

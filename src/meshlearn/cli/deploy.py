@@ -216,3 +216,34 @@ def join_cmd(
     finished = runtime.run_forever(timeout)
     _say(f"{client_id}: {'run finished' if client.finished else 'gave up'}")
     sys.exit(0 if finished and client.finished else 1)
+
+
+@app.command("peer")
+def peer_cmd(
+    config: str = typer.Argument(..., help="The same TOML file or preset on every peer (fl.algorithm = cmfd | gossip)."),
+    peer_id: str = typer.Option(..., "--id", help="This peer's id, e.g. client-03 (selects its data shard)."),
+    listen: str = typer.Option(..., "--listen", help="HOST:PORT this peer accepts its neighbours on."),
+    peer: list[str] = typer.Option([], "--peer", help="A neighbour's address, ID=HOST:PORT (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key (the same on every peer)."),
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
+    tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
+    timeout: Optional[float] = TIMEOUT,
+) -> None:
+    """Run one decentralized peer (CMFD or gossip) over TCP with its topology neighbours."""
+    from meshlearn.experiment.deploy import parse_address, peer_runtime
+
+    addresses = {}
+    for item in peer:
+        pid, sep, addr = item.partition("=")
+        if not sep or not pid:
+            raise UsageError(f"--peer {item!r} must look like ID=HOST:PORT, e.g. client-01=127.0.0.1:7101")
+        addresses[pid] = parse_address(addr)
+    cfg = load_experiment(config, set_)
+    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    runtime, node = peer_runtime(cfg, peer_id, listen=parse_address(listen), addresses=addresses, secret=secret,
+                                 tls=tls, say=_say)
+    _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}")
+    finished = runtime.run_forever(timeout)
+    _say(f"{peer_id}: {'finished' if finished else 'timed out'}")
+    sys.exit(0 if finished else 1)

@@ -99,3 +99,43 @@ def join_runtime(cfg: ExperimentConfig, client_id: str, *, server: tuple[str, in
     client.rejoin_s = rejoin_s
     runtime.add_node(client)
     return runtime, client
+
+
+class _PrintSink:
+    """Prints one line per recorded epoch row (accuracy is written before virtual_time)."""
+
+    def __init__(self, say):
+        self.say, self.acc = say, None
+
+    def log(self, key, value, *, round=None, node=None, t_sim=None, t_wall=None) -> None:
+        if key == "accuracy":
+            self.acc = value
+        elif key == "virtual_time" and self.acc is not None:
+            self.say(f"epoch {round}: accuracy {self.acc:.4f}")
+
+
+def peer_runtime(cfg: ExperimentConfig, peer_id: str, *, listen: tuple[str, int],
+                 addresses: dict[str, tuple[str, int]], secret: bytes | None, tls: TLSFiles | None = None,
+                 say=print):
+    """One decentralized peer (cmfd / gossip) listening on `listen`, talking to its topology neighbours."""
+    from meshlearn.experiment.build import peer_topology
+    from meshlearn.fl.decentral import EpochLedger, build_cmfd, build_gossip
+
+    builders = {"cmfd": build_cmfd, "gossip": build_gossip}
+    if cfg.fl.algorithm not in builders:
+        raise UsageError(f"`meshlearn peer` runs decentralized algorithms (cmfd, gossip), not {cfg.fl.algorithm!r}")
+    ws = _client_workspace(cfg, peer_id, local_data=False)
+    warm_up(ws)
+    ids = client_ids(cfg.data.clients)
+    topo = peer_topology(cfg, ids)
+    missing = sorted(set(topo.neighbors(peer_id)) - set(addresses))
+    if missing:
+        raise UsageError(f"{peer_id} needs the addresses of its neighbours {missing}: pass --peer ID=HOST:PORT")
+    node = next(n for n in builders[cfg.fl.algorithm](cfg.decentral, cfg, ws, ids, topo, None)[0] if n.node_id == peer_id)
+    node.ledger = EpochLedger([peer_id])  # this process sees only its own epochs
+    ssl_server, ssl_client = tls.contexts() if tls else (None, None)
+    runtime = AsyncioRuntime(listen=listen, peers=addresses, secret=secret, ssl_server=ssl_server,
+                             ssl_client=ssl_client, executor=InlineExecutor(ws), sink=_PrintSink(say),
+                             codec=_codec(cfg), seed=cfg.seed)
+    runtime.add_node(node)
+    return runtime, node
