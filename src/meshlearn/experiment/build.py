@@ -151,6 +151,14 @@ def build_network(cfg: ExperimentConfig, clients: list[str], plan: "Plan") -> Ne
     return Network(topo, link, devices, seq, link_overrides=overrides, dynamics=dynamics)
 
 
+def horizon_s(cfg: ExperimentConfig) -> float:
+    """Virtual time after which a run that has not finished is declared stalled (e.g. the server
+    crashed for good): every round may use its full deadline plus a join timeout, four times over."""
+    f, d, t = cfg.fl, cfg.decentral, cfg.tram
+    server_based = f.join_timeout_s + f.rounds * ((cfg.selection.deadline_s or f.round_deadline_s) + f.join_timeout_s)
+    return 4.0 * max(server_based, d.epochs * d.epoch_deadline_s, t.transmissions * t.ack_timeout_s)
+
+
 def planned_rounds(cfg: ExperimentConfig) -> int:
     """How many rounds (round-table rows, by number) a run of `cfg` goes through."""
     return {"cmfd": cfg.decentral.epochs, "gossip": cfg.decentral.epochs,
@@ -237,8 +245,7 @@ def build_simulation(cfg: ExperimentConfig, *, sink=None, on_checkpoint=None, re
     if plan.on_built:
         plan.on_built(sim)
     fault_rng = np.random.default_rng(_seed(cfg, "faults"))
-    horizon = cfg.fl.rounds * (cfg.fl.round_deadline_s + 60.0)
-    sim.schedule_faults(cfg.faults.expand([n.node_id for n in plan.nodes], fault_rng, horizon))
+    sim.schedule_faults(cfg.faults.expand([n.node_id for n in plan.nodes], fault_rng, start_time + horizon_s(cfg)))
     return Simulation(cfg, sim, plan, workspace)
 
 

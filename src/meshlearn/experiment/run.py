@@ -18,7 +18,7 @@ import numpy as np
 from meshlearn import __version__
 from meshlearn.config import load_config, to_toml
 from meshlearn.errors import StoreError
-from meshlearn.experiment.build import build_simulation
+from meshlearn.experiment.build import build_simulation, horizon_s
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.store import Run, RunStore
 
@@ -51,14 +51,6 @@ class RoundSink:
                 if self.on_round:
                     self.on_round(round, dict(self.current))
                 self.current = {}
-
-
-def horizon_s(cfg: ExperimentConfig) -> float:
-    """Virtual time after which a run that has not finished is declared stalled (e.g. the server
-    crashed for good): every round may use its full deadline plus a join timeout, four times over."""
-    f, d, t = cfg.fl, cfg.decentral, cfg.tram
-    server_based = f.join_timeout_s + f.rounds * ((cfg.selection.deadline_s or f.round_deadline_s) + f.join_timeout_s)
-    return 4.0 * max(server_based, d.epochs * d.epoch_deadline_s, t.transmissions * t.ack_timeout_s)
 
 
 @dataclass
