@@ -12,9 +12,10 @@ carry ``sq_loss`` when the training result has one (Oort's per-sample loss stati
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from meshlearn.fl import messages as kinds
+from meshlearn.fl.messages import Kinds
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
 
@@ -23,6 +24,8 @@ __all__ = ["FLClient"]
 
 class FLClient(Node):
     """Trains the global model on local data when the server asks."""
+
+    KINDS: ClassVar[Kinds] = kinds.FL_KINDS  # message kinds; subclasses with another protocol replace them
 
     def __init__(self, node_id: str, server: str, train_task_factory: Callable[..., object],
                  rejoin_s: float = 30.0, telemetry: Mapping[str, Any] | None = None):
@@ -41,7 +44,7 @@ class FLClient(Node):
 
     def _join(self, ctx: Context) -> None:
         """Announce ourselves; repeated while the server is silent, so a restarted server finds us."""
-        ctx.send(self.server, Message(kinds.JOIN, dict(self.telemetry)))
+        ctx.send(self.server, Message(self.KINDS.join, dict(self.telemetry)))
         ctx.set_timer("rejoin", self.rejoin_s)
 
     def on_timer(self, ctx: Context, name: str) -> None:
@@ -55,14 +58,15 @@ class FLClient(Node):
             ctx.log(f"ignored {msg.kind!r} from {src}: not my server", level="warning")
             return
         ctx.set_timer("rejoin", self.rejoin_s)
-        if msg.kind == kinds.TRAIN:
-            self._train(ctx, msg)
-        elif msg.kind == kinds.SHUTDOWN:
+        if msg.kind == self.KINDS.round:
+            self._on_round(ctx, msg)
+        elif msg.kind == self.KINDS.shutdown:
             self.finished = True
             ctx.cancel_timer("rejoin")
             ctx.stop()
 
-    def _train(self, ctx: Context, msg: Message) -> None:
+    def _on_round(self, ctx: Context, msg: Message) -> None:
+        """Work for one round (FedAvg: train the received parameters); subclasses swap the protocol."""
         m = msg.meta
         task = self.make_train_task(self.node_id, msg.tensors, epochs=m["epochs"], batch_size=m["batch_size"],
                                     lr=m["lr"], momentum=m["momentum"], weight_decay=m["weight_decay"],

@@ -31,13 +31,14 @@ import inspect
 import math
 from dataclasses import dataclass, fields
 from functools import partial
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from meshlearn.errors import PeerError, ProtocolError, UsageError
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.distill_settings import DSFLSettings
+from meshlearn.fl.messages import Kinds
 from meshlearn.fl.selection import ClientFeedback, Selector
 from meshlearn.fl.server import FLServer, ServerSettings, _finite, _positive_int, _Round
 from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_indices, check_soft_labels, decode_soft, encode_soft,
@@ -51,15 +52,6 @@ __all__ = ["JOIN", "ROUND", "UPLOAD", "SHUTDOWN", "Kinds", "DistillRoundServer",
 
 JOIN, ROUND, UPLOAD, SHUTDOWN = "dsfl.join", "dsfl.round", "dsfl.upload", "dsfl.shutdown"
 _PREFIX = "dsfl."  # checkpoint tensors that are protocol state, not model parameters
-
-
-class Kinds(NamedTuple):
-    """The four message kinds of one output-sharing protocol."""
-
-    join: str
-    round: str
-    upload: str
-    shutdown: str
 
 
 @dataclass(frozen=True)
@@ -200,22 +192,6 @@ class DistillRoundClient(FLClient):
     def on_start(self, ctx: Context) -> None:
         self.stages, self.stage = [], None
         super().on_start(ctx)
-
-    def _join(self, ctx: Context) -> None:
-        ctx.send(self.server, Message(self.KINDS.join, {}))
-        ctx.set_timer("rejoin", self.rejoin_s)
-
-    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
-        if src != self.server:
-            ctx.log(f"ignored {msg.kind!r} from {src}: not my server", level="warning")
-            return
-        ctx.set_timer("rejoin", self.rejoin_s)
-        if msg.kind == self.KINDS.round:
-            self._on_round(ctx, msg)
-        elif msg.kind == self.KINDS.shutdown:
-            self.finished = True
-            ctx.cancel_timer("rejoin")
-            ctx.stop()
 
     def _on_round(self, ctx: Context, msg: Message) -> None:
         try:

@@ -15,9 +15,24 @@ Meta keys added later (optional: receivers tolerate their absence, old senders o
     fl.update  sq_loss                                mean squared per-sample training loss (Oort)
 """
 
+from typing import NamedTuple
+
 JOIN = "fl.join"
 TRAIN = "fl.train"
 UPDATE = "fl.update"
 SHUTDOWN = "fl.shutdown"
 
-__all__ = ["JOIN", "TRAIN", "UPDATE", "SHUTDOWN"]
+
+
+class Kinds(NamedTuple):
+    """The four message kinds of one server-based protocol (FedAvg's below; DS-FL and FD have their own)."""
+
+    join: str
+    round: str
+    upload: str
+    shutdown: str
+
+
+FL_KINDS = Kinds(JOIN, TRAIN, UPDATE, SHUTDOWN)
+
+__all__ = ["JOIN", "TRAIN", "UPDATE", "SHUTDOWN", "Kinds", "FL_KINDS"]
