@@ -204,24 +204,9 @@ class VectorizedExecutor:
         dtypes = {k: p.dtype for k, p in model.named_parameters()}
         state_keys = list(model.state_dict())  # == names (no buffers), kept for get_params order
 
-        # Per-client schedule, identical to the inline loop: one randperm per epoch, split into batches.
         tasks = [h.task for h in handles]
-        counts = np.array([ws.num_samples(t.client) for t in tasks], dtype=np.int64)
-        per_epoch = -(-counts // batch_size)  # ceil(n / B)
-        epochs = np.array([t.epochs for t in tasks], dtype=np.int64)
-        total = per_epoch * epochs
-        order = np.argsort(-total, kind="stable")  # most steps first: active clients form a prefix
+        counts, per_epoch, epochs, total, order, offsets, flat = _schedule(ws, tasks, batch_size)
         K, T = len(tasks), int(total.max())
-        # flat[off_i + t*B : off_i + (t+1)*B]: client i's global sample indices at its step t (-1 = padding)
-        sizes = total[order] * batch_size
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        flat = np.full(int(sizes.sum()), -1, dtype=np.int64)
-        for slot, i in enumerate(order.tolist()):
-            gen = torch.Generator().manual_seed(tasks[i].seed)
-            n, span, part = int(counts[i]), int(per_epoch[i]) * batch_size, ws.parts[tasks[i].client]
-            for e in range(int(epochs[i])):
-                start = int(offsets[slot]) + e * span
-                flat[start : start + n] = part[torch.randperm(n, generator=gen).numpy()]
         flat_t, offsets_t = torch.from_numpy(flat), torch.from_numpy(offsets)
         arange_b = torch.arange(batch_size)
         last_epoch_start = torch.from_numpy(((epochs - 1) * per_epoch)[order])
@@ -231,11 +216,7 @@ class VectorizedExecutor:
         x_all = torch.from_numpy(ws.train.x)
         y_all = torch.from_numpy(ws.train.y)
 
-        # Stacked parameters (sorted order), their anchors (FedProx) and momentum buffers.
-        params = {}
-        for k in names:
-            np_dtype = torch.empty(0, dtype=dtypes[k]).numpy().dtype
-            params[k] = torch.from_numpy(np.stack([np.asarray(tasks[i].params[k], dtype=np_dtype) for i in order]))
+        params = _stack_params(tasks, order, dtypes)  # (K, ...) per parameter, in sorted client order
         anchor = {k: v.clone() for k, v in params.items()} if mu > 0 else None
         bufs = {k: torch.zeros_like(v) for k, v in params.items()} if momentum != 0 else None
 
@@ -261,15 +242,7 @@ class VectorizedExecutor:
             a_a = {k: v[:a] for k, v in anchor.items()} if anchor is not None else None
             grads, ce = grad_fn(p_a, a_a, x_all[idx], y_all[idx], wb, nb)
             with torch.no_grad():
-                for k in names:
-                    g = grads[k]
-                    if weight_decay != 0:
-                        g = g.add(p_a[k], alpha=weight_decay)
-                    if bufs is not None:
-                        buf = bufs[k][:a]
-                        buf.mul_(momentum).add_(g)
-                        g = buf
-                    p_a[k].add_(g, alpha=-lr)
+                _sgd_update(p_a, grads, bufs, a, lr, momentum, weight_decay)
                 in_last = t >= last_epoch_start[:a]
                 epoch_loss[:a] += torch.where(in_last, ce.detach() * nb, torch.zeros_like(ce))
 
@@ -281,3 +254,49 @@ class VectorizedExecutor:
             handles[i]._set(TrainResult(out, n, losses[slot] / n, int(total[i])))
         self.stats.batched_tasks += K
         self.stats.batches += 1
+
+
+def _schedule(ws, tasks: list, batch_size: int):
+    """Per-client batch schedule, identical to the inline loop (one seeded randperm per epoch).
+
+    Returns counts, batches per epoch, epochs, total steps, the client order (most steps first, so
+    the clients still training always form a prefix), offsets, and `flat`, where
+    ``flat[offset + t*B : offset + (t+1)*B]`` are a client's sample indices at its step t (-1 = padding).
+    """
+    counts = np.array([ws.num_samples(t.client) for t in tasks], dtype=np.int64)
+    per_epoch = -(-counts // batch_size)  # ceil(n / B)
+    epochs = np.array([t.epochs for t in tasks], dtype=np.int64)
+    total = per_epoch * epochs
+    order = np.argsort(-total, kind="stable")
+    sizes = total[order] * batch_size
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    flat = np.full(int(sizes.sum()), -1, dtype=np.int64)
+    for slot, i in enumerate(order.tolist()):
+        gen = torch.Generator().manual_seed(tasks[i].seed)
+        n, span, part = int(counts[i]), int(per_epoch[i]) * batch_size, ws.parts[tasks[i].client]
+        for e in range(int(epochs[i])):
+            start = int(offsets[slot]) + e * span
+            flat[start : start + n] = part[torch.randperm(n, generator=gen).numpy()]
+    return counts, per_epoch, epochs, total, order, offsets, flat
+
+
+def _stack_params(tasks: list, order: np.ndarray, dtypes: dict) -> dict:
+    """Each parameter of every task stacked along a new first axis, in `order`."""
+    params = {}
+    for k, dtype in dtypes.items():
+        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        params[k] = torch.from_numpy(np.stack([np.asarray(tasks[i].params[k], dtype=np_dtype) for i in order]))
+    return params
+
+
+def _sgd_update(p_a: dict, grads: dict, bufs: dict | None, a: int, lr: float, momentum: float,
+                weight_decay: float) -> None:
+    """torch.optim.SGD's update (weight decay, momentum buffer) on the first `a` stacked clients, in place."""
+    for k, g in grads.items():
+        if weight_decay != 0:
+            g = g.add(p_a[k], alpha=weight_decay)
+        if bufs is not None:
+            buf = bufs[k][:a]
+            buf.mul_(momentum).add_(g)
+            g = buf
+        p_a[k].add_(g, alpha=-lr)
