@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from meshlearn.wire import Message
+from meshlearn.wire import Message, Packet
 
 __all__ = ["Context", "Node", "Task"]
 
@@ -51,7 +51,7 @@ class Context(Protocol):
         """Wire bytes delivered to this node so far."""
         ...
 
-    def send(self, dst: str, msg: Message, *, reliable: bool = True) -> int:
+    def send(self, dst: str, msg: Message | Packet, *, reliable: bool = True) -> int:
         """Send `msg` to `dst`; returns the frame bytes put on the wire (0 if `dst` is unknown)."""
         ...
 
@@ -93,7 +93,7 @@ class Node:
     def on_start(self, ctx: Context) -> None:
         """Called once when the run starts and again after each recovery from a crash."""
 
-    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+    def on_message(self, ctx: Context, src: str, msg: Message | Packet) -> None:
         """Called for every delivered message."""
 
     def on_timer(self, ctx: Context, name: str) -> None:

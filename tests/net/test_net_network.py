@@ -97,3 +97,45 @@ def test_links_are_reused_so_the_queue_persists():
     assert first.arrival == pytest.approx(1.028)
     assert second.arrival == pytest.approx(2.056)
     assert other.arrival == pytest.approx(1.028)
+
+
+# ----- sender-scoped links and the scalar datagram path (overlays of thousands of nodes) -----
+
+def test_sender_scope_keeps_one_link_per_sending_node():
+    network = net(link_scope="sender")
+    for dst in "bcd":
+        network.datagram_arrival("a", dst, 100, 0.0)
+    network.datagram_arrival("b", "a", 100, 0.0)
+    assert set(network.links) == {"a", "b"}
+
+
+def test_sender_scope_rejects_pair_overrides_and_unknown_scopes():
+    with pytest.raises(UsageError, match="link_scope='pair'"):
+        net(link_scope="sender", link_overrides={("a", "b"): LOSSY})
+    with pytest.raises(UsageError, match="link_scope"):
+        net(link_scope="node")
+
+
+def test_datagram_arrival_loses_the_configured_fraction_and_counts_bytes():
+    network = net(link=LinkSpec(latency_s=0.01, loss={"model": "bernoulli", "p": 0.3}), link_scope="sender")
+    arrivals = [network.datagram_arrival("a", "b", 100, float(t)) for t in range(4000)]
+    lost = sum(a is None for a in arrivals)
+    assert 0.27 < lost / 4000 < 0.33
+    assert all(a >= t + 0.01 for t, a in enumerate(arrivals) if a is not None)
+    assert network.bytes_sent["a"] == 400_000
+    assert network.bytes_received["b"] == 100 * (4000 - lost)
+
+
+def test_datagram_arrival_matches_transmit_datagram_for_one_packet():
+    fast, slow = net(), net()
+    for t in range(200):
+        transfer = slow.transmit_datagram("a", "b", 300, float(t))
+        expected = transfer.arrival if transfer.delivered else None
+        assert fast.datagram_arrival("a", "b", 300, float(t)) == expected
+    assert fast.wire_bytes_sent == slow.wire_bytes_sent and fast.bytes_received == slow.bytes_received
+
+
+def test_datagram_arrival_is_none_when_unreachable_and_handles_multi_packet_messages():
+    network = net(topology=RING, link=LinkSpec())
+    assert network.datagram_arrival("a", "c", 100, 0.0) is None
+    assert network.datagram_arrival("a", "b", 5_000, 0.0) is not None  # 4 packets, no loss

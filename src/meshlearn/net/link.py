@@ -148,6 +148,24 @@ class Link:
             start=start, wire_bytes=wire_bytes,
         )
 
+    def small_datagram(self, nbytes: int, now: float, bandwidth_bps: float) -> tuple[float | None, int]:
+        """One datagram of at most one packet: (arrival or None when lost, wire bytes).
+
+        The scalar fast path of ``transmit_datagram`` for overlay gossip (thousands of tiny
+        packets per virtual second): same queue, loss and delay rules, no arrays.
+        """
+        wire = nbytes + self.spec.header_bytes
+        start = now if now > self.busy_until else self.busy_until
+        self.busy_until = start + wire * 8.0 / bandwidth_bps
+        lost = self.loss_model.lose_one(self.rng)
+        arrival = self.busy_until + self._delay()  # drawn even when lost: same stream as the array path
+        return (None if lost else arrival), wire
+
+    @property
+    def max_payload(self) -> int:
+        """Message bytes that fit one packet."""
+        return self.spec.mtu - self.spec.header_bytes
+
     def serialization_s(self, nbytes: int, bandwidth_bps: float | None = None) -> float:
         """Time to put ``nbytes`` of message (plus its packet headers) on the wire."""
         sizes = packet_sizes(nbytes, self.spec.mtu, self.spec.header_bytes)

@@ -56,6 +56,10 @@ class LossModel(ABC):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Return a bool array of length ``n`` for the next ``n`` packets; True = lost."""
 
+    def lose_one(self, rng: np.random.Generator) -> bool:
+        """Whether the next single packet is lost: ``sample(1, rng)[0]`` without the array."""
+        return bool(self.sample(1, rng)[0])
+
     def reset(self) -> None:
         """Forget the state carried between ``sample`` calls (stateless models: no-op)."""
 
@@ -91,6 +95,9 @@ class NoLoss(LossModel):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(_check_count(n), dtype=bool)
 
+    def lose_one(self, rng: np.random.Generator) -> bool:
+        return False
+
     @property
     def mean_loss(self) -> float:
         return 0.0
@@ -108,6 +115,9 @@ class BernoulliLoss(LossModel):
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.random(_check_count(n)) < self.p
+
+    def lose_one(self, rng: np.random.Generator) -> bool:
+        return rng.random() < self.p
 
     @property
     def mean_loss(self) -> float:

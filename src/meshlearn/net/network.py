@@ -4,6 +4,9 @@
 it arrive?". Each directed pair gets its own ``Link`` on first use, with a Generator derived from
 the root ``SeedSequence`` and a SHA-256 of the pair's names, so a pair's randomness does not depend
 on which pairs were used before it. Only direct neighbours talk; there is no multi-hop routing.
+With ``link_scope="sender"`` each node instead has one access link (its uplink queue, loss state
+and Generator keyed by the node alone) shared by everything it sends: the scalable model for
+overlays of thousands of nodes, where per-pair links would number in the millions.
 With ``dynamics`` (see ``meshlearn.net.dynamics``) device bandwidth is read at send time from
 ``dynamics.profile_at(node, now)``; without it the static ``devices`` profiles are used.
 """
@@ -45,7 +48,13 @@ class Network:
         seed_seq: np.random.SeedSequence,
         link_overrides: dict[tuple[str, str], LinkSpec] | None = None,
         dynamics: DeviceDynamics | None = None,
+        link_scope: str = "pair",
     ):
+        if link_scope not in ("pair", "sender"):
+            raise UsageError(f"link_scope must be 'pair' or 'sender', got {link_scope!r}")
+        if link_scope == "sender" and link_overrides:
+            raise UsageError("link_overrides name directed pairs; they need link_scope='pair'")
+        self.link_scope = link_scope
         self.topology = topology
         self.link_spec = link
         self.devices = dict(devices)
@@ -55,7 +64,7 @@ class Network:
         for pair in self.link_overrides:
             for node in pair:
                 self._check_node(node)
-        self.links: dict[tuple[str, str], Link] = {}
+        self.links: dict[tuple[str, str] | str, Link] = {}
         self._group: dict[str, int] | None = None
         self.bytes_sent: defaultdict[str, int] = defaultdict(int)
         self.bytes_received: defaultdict[str, int] = defaultdict(int)
@@ -99,11 +108,15 @@ class Network:
 
     def link(self, src: str, dst: str) -> Link:
         """The ``Link`` carrying ``src → dst`` (created on first use)."""
-        key = (src, dst)
-        if key not in self.links:
-            spec = self.link_overrides.get(key) or self.link_spec
-            self.links[key] = Link(spec, pair_rng(self.seed_seq, src, dst))
-        return self.links[key]
+        key = (src, dst) if self.link_scope == "pair" else src
+        link = self.links.get(key)
+        if link is None:
+            if self.link_scope == "pair":
+                link = Link(self.link_overrides.get(key) or self.link_spec, pair_rng(self.seed_seq, src, dst))
+            else:
+                link = Link(self.link_spec, keyed_rng(self.seed_seq, "uplink", src))
+            self.links[key] = link
+        return link
 
     def profile(self, node: str, now: float | None = None) -> DeviceProfile | None:
         """``node``'s device profile at ``now``: from ``dynamics`` when it covers the node, else static."""
@@ -142,6 +155,31 @@ class Network:
         sizes = packet_sizes(nbytes, link.spec.mtu, link.spec.header_bytes)
         self._count(src, dst, nbytes, result.wire_bytes, int(sizes[result.mask].sum()))
         return result
+
+    def datagram_arrival(self, src: str, dst: str, nbytes: int, now: float) -> float | None:
+        """A datagram's arrival time, or None when lost or unreachable (scalar fast path).
+
+        Same model as ``transmit_datagram`` without building a mask; messages larger than one
+        packet go through it (all packets must arrive).
+        """
+        if not self.reachable(src, dst):
+            return None
+        link = self.link(src, dst)
+        if nbytes > link.max_payload:
+            result = self.transmit_datagram(src, dst, nbytes, now)
+            return result.arrival if result.delivered else None
+        bps = link.spec.bandwidth_bps if self._static_rate else self.bandwidth(src, dst, now)
+        arrival, wire = link.small_datagram(nbytes, now, bps)
+        self.bytes_sent[src] += nbytes
+        self.wire_bytes_sent[src] += wire
+        if arrival is not None:
+            self.bytes_received[dst] += nbytes
+        return arrival
+
+    @property
+    def _static_rate(self) -> bool:
+        """True when the link spec alone sets the rate (no device profiles or dynamics)."""
+        return not self.devices and self.dynamics is None
 
     def _count(self, src: str, dst: str, sent: int, wire: int, received: int) -> None:
         self.bytes_sent[src] += int(sent)

@@ -40,7 +40,7 @@ from meshlearn.node import Node
 from meshlearn.runtime.executor import Executor
 from meshlearn.runtime.tcp import TcpTransport
 from meshlearn.runtime.udp import MAX_DATAGRAM_BYTES, UdpEndpoint
-from meshlearn.wire import FrameCodec, Message, TensorCodec, decode_message, encode_message
+from meshlearn.wire import FrameCodec, Message, Packet, TensorCodec, decode_payload, encode_payload
 
 __all__ = ["AsyncioRuntime", "AioContext", "run_nodes", "STAT_KEYS", "MAX_DATAGRAM_BYTES"]
 
@@ -72,7 +72,7 @@ class AioContext:
     def now(self) -> float:
         return self._rt.now
 
-    def send(self, dst: str, msg: Message, *, reliable: bool = True) -> int:
+    def send(self, dst: str, msg: Message | Packet, *, reliable: bool = True) -> int:
         return self._rt._send(self.node_id, dst, msg, reliable)
 
     def set_timer(self, name: str, delay: float) -> None:
@@ -275,8 +275,8 @@ class AsyncioRuntime:
             self._done.set()
 
     # ----- messages -----------------------------------------------------------------------
-    def _send(self, src: str, dst: str, msg: Message, reliable: bool) -> int:
-        payload = encode_message(msg, self.codec)
+    def _send(self, src: str, dst: str, msg: Message | Packet, reliable: bool) -> int:
+        payload = encode_payload(msg, self.codec)
         nbytes = self.frames.frame_size(src, len(payload))
         if not reliable and nbytes > MAX_DATAGRAM_BYTES:
             raise UsageError(f"a datagram frame of {nbytes} bytes exceeds {MAX_DATAGRAM_BYTES}; "
@@ -295,7 +295,7 @@ class AsyncioRuntime:
             return
         st.ctx.rx_bytes += nbytes
         try:
-            msg = decode_message(payload, max_bytes=self.max_frame_bytes)
+            msg = decode_payload(payload, max_bytes=self.max_frame_bytes)
         except ProtocolError as exc:
             self.report(reject_counter, local, f"dropped an undecodable message from {src!r}: {exc}")
             return

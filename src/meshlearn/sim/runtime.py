@@ -24,7 +24,7 @@ from meshlearn.net.dynamics import DeviceDynamics
 from meshlearn.node import Node
 from meshlearn.runtime.executor import Executor
 from meshlearn.sim.loop import EventLoop
-from meshlearn.wire import FrameCodec, Message, TensorCodec, decode_message, encode_message
+from meshlearn.wire import FrameCodec, Message, Packet, TensorCodec, decode_message, encode_message
 
 __all__ = ["Simulator", "SimContext", "MemorySink"]
 
@@ -65,7 +65,7 @@ class SimContext:
     def now(self) -> float:
         return self._sim.loop.now
 
-    def send(self, dst: str, msg: Message, *, reliable: bool = True) -> int:
+    def send(self, dst: str, msg: Message | Packet, *, reliable: bool = True) -> int:
         return self._sim._send(self.node_id, dst, msg, reliable)
 
     def set_timer(self, name: str, delay: float) -> None:
@@ -124,6 +124,7 @@ class Simulator:
         self.trace: list[tuple] | None = [] if trace else None
         self._seed = np.random.SeedSequence(seed)
         self._states: dict[str, _NodeState] = {}
+        self._overhead: dict[str, int] = {}
         self._next_task = 0
         self.stop_on = None if stop_on is None else set(stop_on)  # None: any node's stop() ends the run
         self.stopped = False
@@ -165,25 +166,35 @@ class Simulator:
         st.node.on_start(st.ctx)
 
     # ----- messages -----------------------------------------------------------------------
-    def _send(self, src: str, dst: str, msg: Message, reliable: bool) -> int:
+    def _send(self, src: str, dst: str, msg: Message | Packet, reliable: bool) -> int:
         if dst not in self._states:
             return 0
-        payload = encode_message(msg, self.codec)
-        nbytes = self.frames.frame_size(src, len(payload))
+        if isinstance(msg, Packet):  # immutable: the receiver gets the object, sizes are exact
+            payload, nbytes = msg, self._frame_overhead(src) + msg.wire_size
+        else:
+            payload = encode_message(msg, self.codec)
+            nbytes = self.frames.frame_size(src, len(payload))
         self._states[src].ctx.tx_bytes += nbytes
         now = self.loop.now
         if reliable:
             tr = self.network.transmit(src, dst, nbytes, now, reliable=True)
             arrival = None if tr is None or not math.isfinite(tr.arrival) else tr.arrival
         else:
-            tr = self.network.transmit_datagram(src, dst, nbytes, now)
-            arrival = None if tr is None or not tr.mask.all() else tr.arrival
-        self._trace("send", src, dst, msg.kind, nbytes, arrival)
+            arrival = self.network.datagram_arrival(src, dst, nbytes, now)
+        if self.trace is not None:
+            self._trace("send", src, dst, msg.kind, nbytes, arrival)
         if arrival is None:
             self.dropped_messages += 1
         else:
             self.loop.call_at(arrival, self._deliver, (src, dst, payload, nbytes))
         return nbytes
+
+    def _frame_overhead(self, src: str) -> int:
+        """Frame bytes around a payload from ``src`` (cached: packets are sent by the million)."""
+        size = self._overhead.get(src)
+        if size is None:
+            size = self._overhead[src] = self.frames.frame_size(src, 0)
+        return size
 
     def _deliver(self, item: tuple) -> None:
         src, dst, payload, nbytes = item
@@ -192,8 +203,9 @@ class Simulator:
             self.dropped_messages += 1
             return
         st.ctx.rx_bytes += nbytes
-        msg = decode_message(payload)
-        self._trace("deliver", dst, src, msg.kind)
+        msg = payload if isinstance(payload, Packet) else decode_message(payload)
+        if self.trace is not None:
+            self._trace("deliver", dst, src, msg.kind)
         st.node.on_message(st.ctx, src, msg)
 
     # ----- timers and tasks ---------------------------------------------------------------

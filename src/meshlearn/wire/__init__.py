@@ -4,6 +4,8 @@
 * tensor codecs (``tensors.py``, ``quant.py``, ``compress.py``): fp16/int8 quantization,
   zstd/lz4 compression, strict validation of what peers send;
 * the envelope (``envelope.py``): ``Message`` <-> deterministic bytes;
+* packets (``packet.py``): compact struct-encoded control packets (overlay gossip), told apart
+  from envelopes by their first byte;
 * frames (``frame.py``): source id, length, optional HMAC; what sockets carry and what the
   simulator counts, so simulated bytes equal real bytes;
 * files (``files.py``): safetensors checkpoints written atomically;
@@ -28,6 +30,7 @@ from meshlearn.wire.envelope import (
 from meshlearn.wire.files import load_tensors, save_tensors
 from meshlearn.wire.frame import DEFAULT_MAX_FRAME_BYTES, HEADER_SIZE, MAC_SIZE, FrameCodec
 from meshlearn.wire.message import Message
+from meshlearn.wire.packet import Packet, decode_payload, encode_payload, register_packet
 from meshlearn.wire.tensors import SUPPORTED_DTYPES, TensorCodec, decode_tensor, encode_tensor
 from meshlearn.wire.torchio import numpy_to_state, state_to_numpy
 
@@ -42,14 +45,18 @@ __all__ = [
     "MAC_SIZE",
     "MAX_HEADER_BYTES",
     "Message",
+    "Packet",
     "SUPPORTED_DTYPES",
     "TensorCodec",
     "decode_message",
+    "decode_payload",
     "decode_tensor",
     "encode_message",
+    "encode_payload",
     "encode_tensor",
     "load_tensors",
     "numpy_to_state",
+    "register_packet",
     "save_tensors",
     "state_to_numpy",
 ]
