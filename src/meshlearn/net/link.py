@@ -110,6 +110,7 @@ class Link:
         self.rng = rng
         self.loss_model: LossModel = make_loss_model(spec.loss)
         self.busy_until = 0.0
+        self.max_payload = spec.mtu - spec.header_bytes  # message bytes that fit one packet
 
     def reset(self) -> None:
         """Empty the queue and forget the loss-model state."""
@@ -161,11 +162,6 @@ class Link:
         arrival = self.busy_until + self._delay()  # drawn even when lost: same stream as the array path
         return (None if lost else arrival), wire
 
-    @property
-    def max_payload(self) -> int:
-        """Message bytes that fit one packet."""
-        return self.spec.mtu - self.spec.header_bytes
-
     def serialization_s(self, nbytes: int, bandwidth_bps: float | None = None) -> float:
         """Time to put ``nbytes`` of message (plus its packet headers) on the wire."""
         sizes = packet_sizes(nbytes, self.spec.mtu, self.spec.header_bytes)
@@ -185,7 +181,7 @@ class Link:
         return bps
 
     def _delay(self) -> float:
-        jitter = self.rng.uniform(0.0, self.spec.jitter_s) if self.spec.jitter_s > 0 else 0.0
+        jitter = self.rng.random() * self.spec.jitter_s if self.spec.jitter_s > 0 else 0.0  # = uniform(0, j)
         return self.spec.latency_s + jitter
 
     def _reliable_losses(self, wire: np.ndarray, bps: float) -> tuple[int, int, int, float, int]:

@@ -162,9 +162,11 @@ class Network:
         Same model as ``transmit_datagram`` without building a mask; messages larger than one
         packet go through it (all packets must arrive).
         """
-        if not self.reachable(src, dst):
+        if (self.topology is not None or self._group is not None or src == dst) and not self.reachable(src, dst):
             return None
-        link = self.link(src, dst)
+        link = self.links.get(src) if self.link_scope == "sender" else None
+        if link is None:
+            link = self.link(src, dst)
         if nbytes > link.max_payload:
             result = self.transmit_datagram(src, dst, nbytes, now)
             return result.arrival if result.delivered else None
