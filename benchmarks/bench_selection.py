@@ -5,7 +5,8 @@ digits, split by Dirichlet(α = 0.3). Device compute and bandwidth are heterogen
 Resources fluctuate: a Markov chain over bandwidth classes and lognormal compute jitter, both redrawn
 every period. Every round selects a fixed k clients, and the server waits at most the deadline.
 Clients report their nominal resources at join time. FedCS plans on those reports, which go stale
-as resources change. MAB learns observed round times. Oort learns loss-based utility and speed.
+as resources change. MAB learns observed round times and ranks clients by optimistic
+samples per second. Oort learns loss-based utility and speed.
 
 Each run stops at the end of the first round whose accuracy reaches the target, or after
 ``--max-rounds`` rounds. Ratios compare each selector with random selection on the same seed.
@@ -71,7 +72,7 @@ def network(args, seed: int, ids: list[str], settings: SelectionSettings) -> Net
 def selection_settings(args, name: str) -> SelectionSettings:
     return SelectionSettings(
         selector=name, clients_per_round=args.k, deadline_s=args.deadline, target_accuracy=args.target,
-        fedcs={"request_fraction": args.request_fraction}, mab={"exploration": args.ucb, "discount": args.discount},
+        fedcs={"request_fraction": args.request_fraction}, mab={"exploration": args.ucb, "discount": args.discount, "objective": args.mab_objective},
         oort={"percentile": args.oort_percentile},
         dynamics={"enabled": True, "period_s": args.period, "classes": args.classes, "stay": args.stay,
                   "jitter": args.jitter})
@@ -155,6 +156,8 @@ def parse() -> argparse.Namespace:
     add("--request-fraction", type=float, default=0.3, help="FedCS: share of clients asked for resources")
     add("--ucb", type=float, default=0.05, help="MAB: UCB width")
     add("--discount", type=float, default=0.99, help="MAB: per-round decay of the time statistics")
+    add("--mab-objective", choices=["throughput", "time"], default="throughput",
+        help="MAB: rank by optimistic samples per second (default) or by optimistic time (the k fastest)")
     add("--oort-percentile", type=float, default=30.0, help="Oort: initial preferred-duration percentile")
     return ap.parse_args()
 

@@ -155,6 +155,27 @@ def test_mab_drops_clients_estimated_past_the_deadline():
     assert sel.select(["a", "b", "c"], 3, 0.0, rng()) == ["a"]
 
 
+def test_mab_throughput_ranks_fitting_clients_by_samples_per_optimistic_second():
+    sel = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0)
+    sel.telemetry("big", {"num_samples": 40})
+    sel.telemetry("small", {"num_samples": 5})
+    sel.feedback(1, {"big": ClientFeedback(4.0, 40), "small": ClientFeedback(1.0, 5), "mid": ClientFeedback(2.0, 12),
+                     "huge": ClientFeedback(12.0, 500)})
+    # 40/4 = 10 > 12/2 = 6 > 5/1 = 5 samples per second; "huge" is past the deadline
+    assert sel.select(["big", "huge", "mid", "small"], 2, 0.0, rng()) == ["big", "mid"]
+    fastest = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0, objective="time")
+    fastest.feedback(1, {"big": ClientFeedback(4.0, 40), "small": ClientFeedback(1.0, 5), "mid": ClientFeedback(2.0, 12)})
+    assert fastest.select(["big", "mid", "small"], 2, 0.0, rng()) == ["mid", "small"]
+    with pytest.raises(UsageError):
+        MABSelector(deadline_s=10.0, objective="loss")
+
+
+def test_mab_throughput_fills_with_observed_clients_after_the_unobserved():
+    sel = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0)
+    sel.feedback(1, {"a": ClientFeedback(2.0, 10), "b": ClientFeedback(2.0, 30)})
+    assert sel.select(["a", "b", "new"], 2, 0.0, rng()) == ["b", "new"]
+
+
 # ----- Oort ------------------------------------------------------------------------------------
 
 def oort(**kw) -> OortSelector:

@@ -13,9 +13,11 @@ Built-ins, in ``SELECTORS``:
 * ``fedcs``: deadline-aware greedy on the reported resources (Nishio & Yonetani, ICC 2019). Each
   step adds the client that increases the estimated round time (download + train + upload) least,
   and selection stops at k clients or when the next client would pass the deadline.
-* ``mab``: the same deadline greedy, fed with optimistic UCB estimates of each client's observed
-  round time instead of its reports (after Yoshida et al., 2020). The time statistics are
-  discounted so that they follow resources that fluctuate.
+* ``mab``: a bandit on each client's observed round time instead of its reports (after Yoshida et
+  al., 2020). The time statistics are discounted so that they follow resources that fluctuate.
+  By default it ranks clients by optimistic training throughput (samples per second of the
+  lower confidence bound on round time) among those that fit the deadline; ``objective="time"``
+  is the FedCS greedy on the optimistic times (the k fastest).
 * ``oort``: Oort's training selector (Lai et al., OSDI 2021; SymbioticLab/Oort ``oort/oort.py``).
   It scores clients by statistical utility times a system-speed penalty, adds a staleness bonus,
   explores ε-greedy, and paces the preferred round duration.
@@ -196,22 +198,45 @@ class FedCSSelector(Selector):
 # ----- MAB: UCB on observed round times --------------------------------------------------------
 @SELECTORS.register("mab")
 class MABSelector(Selector):
-    """The deadline greedy, driven by a lower confidence bound on each client's round time.
+    """A bandit on observed round times, with FedCS's deadline as the constraint.
 
     A duration is stored as τ = duration / deadline. A missed deadline counts as ``miss_factor``.
-    A client's estimate is ``(mean τ − c·sqrt(ln N / n)) · deadline``, where n is the client's
-    discounted count and N the total discounted count. Each round every count and sum is
+    A client's optimistic round time is ``(mean τ − c·sqrt(ln N / n)) · deadline``, where n is the
+    client's discounted count and N the total discounted count. Each round every count and sum is
     multiplied by ``discount``, so old observations fade and a client left out for a while
-    becomes worth trying again. Clients never observed go first, in random order.
+    becomes worth trying again. Clients never observed go first, in random order (UCB plays every
+    arm once).
+
+    ``objective`` says what the observed clients are ranked by, among those whose optimistic time
+    fits the deadline:
+
+    * ``"throughput"`` (default): samples per optimistic second, ``num_samples / max(t, floor)``,
+      the reward-per-cost index of budgeted bandits. FedAvg weights an update by its sample count,
+      so a round's progress grows with the samples it aggregates, and a client with much data is
+      worth a somewhat longer round. The sample count is the client's report at join, then what it
+      trained on in its last round; unknown counts are 1. ``floor`` is ``time_floor`` × deadline: it
+      keeps the index finite when the confidence bound goes below zero.
+    * ``"time"``: the k fastest (the FedCS greedy: the most clients within the deadline).
+
+    When no observed client fits, the fastest one is chosen so that the round can still run.
     """
 
     def __init__(self, *, deadline_s: float, exploration: float = 0.05, discount: float = 0.99,
-                 miss_factor: float = 2.0):
+                 miss_factor: float = 2.0, objective: str = "throughput", time_floor: float = 0.05):
         if deadline_s <= 0 or exploration < 0 or not 0 < discount <= 1 or miss_factor < 1:
             raise UsageError("mab needs deadline_s > 0, exploration >= 0, 0 < discount <= 1, miss_factor >= 1")
+        if objective not in ("throughput", "time") or not 0 < time_floor <= 1:
+            raise UsageError("mab needs objective throughput|time and 0 < time_floor <= 1")
         self.deadline_s, self.c, self.discount, self.miss_factor = deadline_s, exploration, discount, miss_factor
+        self.objective, self.time_floor = objective, time_floor
         self.count: dict[str, float] = {}
         self.total: dict[str, float] = {}
+        self.samples: dict[str, float] = {}
+
+    def telemetry(self, client: str, info: Mapping[str, Any]) -> None:
+        samples = clean_telemetry(info).get("num_samples")  # data size is reported; resources are not trusted
+        if samples is not None:
+            self.samples[client] = samples
 
     def estimate(self, client: str, big_n: float | None = None) -> float:
         """Optimistic round time of ``client`` in seconds; -inf when it was never observed."""
@@ -225,7 +250,14 @@ class MABSelector(Selector):
         order = rng.permutation(len(candidates))  # random tie-break among the never observed
         big_n = sum(self.count.values())
         estimates = [(candidates[i], self.estimate(candidates[i], big_n), 0.0) for i in order]
-        return in_order(deadline_greedy(estimates, k, self.deadline_s), candidates)
+        if self.objective == "time":
+            return in_order(deadline_greedy(estimates, k, self.deadline_s), candidates)
+        unseen = [c for c, t, _ in estimates if t == -math.inf]
+        seen = [(c, t) for c, t, _ in estimates if t != -math.inf]
+        fits = [(c, t) for c, t in seen if t <= self.deadline_s] or sorted(seen, key=lambda e: e[1])[:1]
+        floor = self.time_floor * self.deadline_s
+        ranked = sorted(fits, key=lambda e: -self.samples.get(e[0], 1.0) / max(e[1], floor))  # stable: ties keep order
+        return in_order(unseen[:k] + [c for c, _ in ranked[: max(0, k - len(unseen))]], candidates)
 
     def feedback(self, round: int, results: Mapping[str, ClientFeedback]) -> None:
         for client in self.count:
@@ -235,6 +267,8 @@ class MABSelector(Selector):
             tau = self.miss_factor if fb.duration is None else fb.duration / self.deadline_s
             self.count[client] = self.count.get(client, 0.0) + 1.0
             self.total[client] = self.total.get(client, 0.0) + tau
+            if fb.duration is not None and fb.num_samples > 0:
+                self.samples[client] = float(fb.num_samples)
 
 
 # ----- Oort ------------------------------------------------------------------------------------

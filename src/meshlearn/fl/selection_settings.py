@@ -41,7 +41,13 @@ class FedCSSettings(_Strict):
 
 
 class MABSettings(_Strict):
-    """UCB on observed round times, plugged into the FedCS deadline greedy (after Yoshida et al. 2020)."""
+    """A bandit on observed round times under the round deadline (after Yoshida et al. 2020)."""
+
+    objective: Literal["throughput", "time"] = Field(
+        "throughput", description="rank clients that fit the deadline by optimistic samples per second "
+                                  "(throughput) or by optimistic round time alone (time: the FedCS greedy)")
+    time_floor: float = Field(0.05, gt=0, le=1, description="throughput: optimistic times are floored at this "
+                                                            "share of the deadline")
 
     exploration: float = Field(0.05, ge=0, description="UCB width c in mean τ − c·sqrt(ln N / n), τ = time/deadline; "
                                                         "an explored straggler costs the whole round, keep it small")
