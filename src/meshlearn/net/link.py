@@ -111,6 +111,7 @@ class Link:
         self.loss_model: LossModel = make_loss_model(spec.loss)
         self.busy_until = 0.0
         self.max_payload = spec.mtu - spec.header_bytes  # message bytes that fit one packet
+        self._scalars = (spec.latency_s, spec.jitter_s, spec.header_bytes)
 
     def reset(self) -> None:
         """Empty the queue and forget the loss-model state."""
@@ -155,12 +156,13 @@ class Link:
         The scalar fast path of ``transmit_datagram`` for overlay gossip (thousands of tiny
         packets per virtual second): same queue, loss and delay rules, no arrays.
         """
-        wire = nbytes + self.spec.header_bytes
+        latency, jitter, header = self._scalars
+        wire = nbytes + header
         start = now if now > self.busy_until else self.busy_until
-        self.busy_until = start + wire * 8.0 / bandwidth_bps
+        self.busy_until = done = start + wire * 8.0 / bandwidth_bps
         lost = self.loss_model.lose_one(self.rng)
-        arrival = self.busy_until + self._delay()  # drawn even when lost: same stream as the array path
-        return (None if lost else arrival), wire
+        arrival = done + (latency + (self.rng.random() * jitter if jitter > 0 else 0.0))  # drawn even if lost,
+        return (None if lost else arrival), wire  # as in the array path: the same random stream
 
     def serialization_s(self, nbytes: int, bandwidth_bps: float | None = None) -> float:
         """Time to put ``nbytes`` of message (plus its packet headers) on the wire."""

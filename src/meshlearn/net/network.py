@@ -170,18 +170,13 @@ class Network:
         if nbytes > link.max_payload:
             result = self.transmit_datagram(src, dst, nbytes, now)
             return result.arrival if result.delivered else None
-        bps = link.spec.bandwidth_bps if self._static_rate else self.bandwidth(src, dst, now)
+        bps = link.spec.bandwidth_bps if not self.devices and self.dynamics is None else self.bandwidth(src, dst, now)
         arrival, wire = link.small_datagram(nbytes, now, bps)
         self.bytes_sent[src] += nbytes
         self.wire_bytes_sent[src] += wire
         if arrival is not None:
             self.bytes_received[dst] += nbytes
         return arrival
-
-    @property
-    def _static_rate(self) -> bool:
-        """True when the link spec alone sets the rate (no device profiles or dynamics)."""
-        return not self.devices and self.dynamics is None
 
     def _count(self, src: str, dst: str, sent: int, wire: int, received: int) -> None:
         self.bytes_sent[src] += int(sent)
