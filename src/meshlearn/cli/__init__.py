@@ -6,6 +6,7 @@
     meshlearn runs list | show RUN | export RUN                look at stored runs
     meshlearn data show CONFIG|PRESET [--set a.b=1]            how the training set is split over clients
     meshlearn serve CONFIG / meshlearn join CONFIG             real FL server / client processes over TCP
+    meshlearn overlay up --listen H:P-P --cluster H:P-P         real SWIM members over UDP
 
 Errors from meshlearn print one clear line and exit 2 (bad config or usage) or 1 (anything
 else), never a traceback.
@@ -29,7 +30,7 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-from meshlearn.cli import data, deploy, run, runs  # noqa: E402  (commands register on `app`)
+from meshlearn.cli import data, deploy, overlay, run, runs  # noqa: E402  (commands register on `app`)
 
 __all__ = ["app", "main"]
 

@@ -128,6 +128,8 @@ class SwimNode(Node):
         self._conclude_probe(ctx)
         scale = self.awareness + 1
         slot = self._next_target(ctx)
+        if slot is None and self.seeds:  # alone: the join did not get through yet, try again
+            self._sync(ctx, self.seeds[int(ctx.rng.random() * len(self.seeds))], reply=False)
         if slot is not None:
             self.seq += 1
             target = self.roster.ids[slot]
