@@ -1,0 +1,58 @@
+"""SWIM over real UDP sockets in one process: membership forms, outsiders cannot inject rumours."""
+
+import asyncio
+import socket
+
+import pytest
+
+from meshlearn.errors import UsageError
+from meshlearn.overlay.swim_config import swim_preset
+from meshlearn.overlay.swim_packets import DEAD, Gossip
+from meshlearn.overlay.udp_host import SwimHost, parse_cluster
+from meshlearn.wire import FrameCodec
+
+KEY = b"cluster-key"
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+async def attack(targets: list[tuple[str, int]], victim: str) -> None:
+    """Send 'victim is dead' rumours sealed with the wrong key, plus garbage, every 100 ms."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    forged = FrameCodec(b"not-the-key").seal(victim, Gossip(0, "", ((DEAD, victim, 9, victim),)).encode())
+    for _ in range(30):
+        for addr in targets:
+            transport.sendto(forged, addr)
+            transport.sendto(b"\x00garbage", addr)
+        await asyncio.sleep(0.1)
+    transport.close()
+
+
+def test_members_join_over_udp_and_reject_forged_dead_rumours():
+    cluster = {f"127.0.0.1:{p}": ("127.0.0.1", p) for p in free_ports(5)}
+    ids = list(cluster)
+    host = SwimHost(ids, cluster, config=swim_preset("local"), seeds=ids[:1], secret=KEY)
+
+    async def main():
+        await asyncio.gather(host.run(6.0), attack(list(cluster.values()), ids[2]))
+
+    asyncio.run(main())
+    assert all(alive == 5 and dead == 0 for _, alive, _, dead, _ in host.table())
+    assert host.stats()["datagrams_rejected"] >= 2 * 30 * 5 * 0.9  # forged + garbage, nearly all counted
+
+
+def test_parse_cluster_ranges_and_errors():
+    assert list(parse_cluster(["10.0.0.1:7000-7002", "h:9"])) == ["10.0.0.1:7000", "10.0.0.1:7001",
+                                                                  "10.0.0.1:7002", "h:9"]
+    for bad in ["7000-7002", "h:x", "h:9-3"]:
+        with pytest.raises(UsageError, match="HOST:PORT"):
+            parse_cluster([bad])
