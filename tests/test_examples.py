@@ -24,3 +24,13 @@ def test_example_configs_validate():
     for path in (ROOT / "examples").glob("*.toml"):
         cfg = load_config(ExperimentConfig, path)
         assert cfg.name
+
+
+def test_overlay_example_configs_validate():
+    from meshlearn.config import load_config
+    from meshlearn.overlay.experiment import OverlayExperiment
+
+    paths = sorted((ROOT / "examples" / "overlay").glob("*.toml"))
+    assert {p.stem for p in paths} == {"swim", "propagation", "dsml"}
+    for path in paths:
+        assert load_config(OverlayExperiment, path).protocol == path.stem
