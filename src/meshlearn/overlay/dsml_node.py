@@ -147,7 +147,8 @@ class DsmlNode(SkipGraphNode):
 
     def __init__(self, node_id: str, key: int, mvec: int, timing: DsmlTiming, *, flat_root: str | None = None):
         super().__init__(node_id, key, mvec,
-                         settings=SkipGraphSettings(keepalive_s=None, reliable=not timing.datagrams))
+                         settings=SkipGraphSettings(keepalive_s=None, reliable=not timing.datagrams,
+                                                   rejoin_on_restart=False))  # the harness reloads pointers
         if not 0 <= key < 2**32:
             raise UsageError(f"DSML leaf keys must fit 32 bits, got {key}")
         self.timing, self.height, self.flat_root = timing, dsml_height(mvec), flat_root

@@ -58,6 +58,7 @@ class SkipGraphSettings:
     repair_retry_s: float = 3.0  # restart a repair walk that has not finished after this long
     suspect_ttl_s: float = 30.0  # forget a failed key after this long (it may come back)
     reliable: bool = True  # control packets over the reliable path; False: datagrams (pings always are)
+    rejoin_on_restart: bool = True  # after a crash, join afresh (via the introducer or a member known before)
 
     def __post_init__(self) -> None:
         if self.leaf_size < 1:
@@ -82,6 +83,7 @@ class SkipGraphNode(SkipGraphUpkeep, Node):
         self.me, self.key, self.mvec = Peer(key, node_id), key, mvec
         self.settings = settings or SkipGraphSettings()
         self.introducer, self.join_delay_s = introducer, join_delay_s
+        self._join_via = introducer  # whom a (re)join goes through
         self.sent: Counter = Counter()  # packets sent, by kind (maintenance accounting)
         self.results: dict[int, tuple[Peer | None, int]] = {}  # request id -> (peer, hops)
         self._req = 0
@@ -127,10 +129,13 @@ class SkipGraphNode(SkipGraphUpkeep, Node):
 
     # ----- events -------------------------------------------------------------------------
     def on_start(self, ctx: Context) -> None:
-        if self._started and self.introducer is not None:
-            self._reset()  # back from a crash: our pointers are stale, join afresh
+        if self._started and self.settings.rejoin_on_restart:  # back from a crash: pointers are stale
+            known = [p for p in (*self.left, *self.right, *self.lefts, *self.rights) if p is not None]
+            via = self.introducer or (known[0].node if known else None)
+            self._reset()
+            self.joined, self._join_via = via is None, via
         self._started = True
-        if not self.joined and self.introducer is not None:
+        if not self.joined and self._join_via is not None:
             ctx.set_timer("sg.join", self.join_delay_s)
         if self.settings.keepalive_s is not None:
             ctx.set_timer("sg.keepalive", self.settings.keepalive_s * float(ctx.rng.uniform(0.5, 1.5)))
@@ -332,7 +337,7 @@ class SkipGraphNode(SkipGraphUpkeep, Node):
 
     # ----- insert and leave ---------------------------------------------------------------
     def _send_join(self, ctx: Context) -> None:
-        self._send(ctx, Peer(0, self.introducer), Route(JOIN, 0, 0, self.key, self.mvec, self.me))
+        self._send(ctx, Peer(0, self._join_via), Route(JOIN, 0, 0, self.key, self.mvec, self.me))
         ctx.set_timer("sg.join", self.settings.join_retry_s)
 
     def _insert_end(self, ctx: Context, side: int, level: int) -> None:
