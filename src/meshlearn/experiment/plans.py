@@ -72,3 +72,19 @@ def plan_fd(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Pla
     from meshlearn.fl.fd import build_fd
 
     return _server_plan(*build_fd(cfg.fd, _round_settings(cfg), ws, ids, resume), cfg)
+
+
+@ALGORITHMS.register("dsml")
+def plan_dsml(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
+    """Hierarchical FedAvg over a Distributed Skip Mesh List: every client is a skip graph member."""
+    from meshlearn.experiment.build import deadline_s, make_eval_task, make_train_task
+    from meshlearn.learn import initial_params
+    from meshlearn.overlay.dsml_fl import build_dsml_fl
+
+    f = cfg.fl
+    meta = dict(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay)
+    nodes = build_dsml_fl(cfg.dsml, ids=ids, params=initial_params(ws), seed=cfg.seed, rounds=f.rounds,
+                          deadline_s=deadline_s(cfg), train_meta=meta, train_task=make_train_task,
+                          eval_task=make_eval_task)
+    return Plan(nodes, ids, f.rounds, lambda: max(n.completed_round for n in nodes), has_server=False,
+                topology=None, resumable=False)

@@ -15,6 +15,7 @@ from meshlearn.fl.decentral_settings import DecentralSettings, TramSettings
 from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
 from meshlearn.fl.selection_settings import SelectionSettings
 from meshlearn.net.faults import FaultSchedule
+from meshlearn.overlay.dsml_fl import DsmlFLSettings
 
 __all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "FLConfig", "NetworkConfig", "WireConfig",
            "RuntimeConfig"]
@@ -57,11 +58,12 @@ class ModelConfig(_Strict):
 
 
 class FLConfig(_Strict):
-    algorithm: Literal["fedavg", "fedprox", "dsfl", "fd", "cmfd", "gossip", "tram"] = Field(
+    algorithm: Literal["fedavg", "fedprox", "dsfl", "fd", "cmfd", "gossip", "tram", "dsml"] = Field(
         "fedavg", description="fedavg/fedprox (parameter averaging; fedprox adds a proximal term), dsfl / fd "
                               "(distillation on soft labels / per-label logits, see [dsfl] / [fd]), cmfd / gossip "
                               "(decentralized over network.topology, see [decentral]), tram (one model routed "
-                              "through the nodes, see [tram])")
+                              "through the nodes, see [tram]), dsml (hierarchical FedAvg summed up a "
+                              "Distributed Skip Mesh List of the clients, no fixed server, see [dsml])")
     rounds: int = Field(30, ge=1, description="communication rounds")
     fraction: float = Field(1.0, gt=0, le=1, description="share of joined clients selected per round")
     epochs: int = Field(2, ge=1, description="local epochs per round")
@@ -123,4 +125,6 @@ class ExperimentConfig(_Strict):
     decentral: DecentralSettings = Field(default_factory=DecentralSettings,
                                          description="CMFD and gossip peers (fl.algorithm = cmfd | gossip)")
     tram: TramSettings = Field(default_factory=TramSettings, description="Tram-FL (fl.algorithm = tram)")
+    dsml: DsmlFLSettings = Field(default_factory=DsmlFLSettings,
+                                 description="hierarchical FedAvg over a skip mesh (fl.algorithm = dsml)")
 

@@ -39,11 +39,16 @@ class SkipGraphUpkeep:
         self.suspected = {k: t for k, t in self.suspected.items() if ctx.now - t < ttl}
         self._close_down()
         self._fix_next_level(ctx)
-        targets = {p.key: p for p in chain(self.left, self.right, self.lefts, self.rights) if p is not None}
+        watched = chain(self.left, self.right, self.lefts, self.rights, self.watched())
+        targets = {p.key: p for p in watched if p is not None}
         for key, p in targets.items():
             if key not in self.suspected:
                 self._ping(ctx, p)
         ctx.set_timer("sg.keepalive", self.settings.keepalive_s)
+
+    def watched(self) -> list[Peer]:
+        """Members pinged besides the neighbours (a subclass's parents, say); none by default."""
+        return []
 
     def _fix_next_level(self, ctx: Context) -> None:
         """Re-find my neighbours at one level per tick (round robin, like Chord's fix_fingers):
