@@ -39,7 +39,7 @@ def free_block(n: int) -> int:
 
 def run_cluster(tmp_path, steady_s: float, after_kill_s: float) -> dict:
     base = free_block(PROCS * PER)
-    env = {**os.environ, "MESHLEARN_SECRET": "overlay-test-key"}
+    env = {**os.environ, "MESHLEARN_SECRET": "overlay-test-key", "MESHLEARN_RUNS": str(tmp_path / "runs")}
     cluster = f"127.0.0.1:{base}-{base + PROCS * PER - 1}"
     procs = []
     for p in range(PROCS):
@@ -56,7 +56,22 @@ def run_cluster(tmp_path, steady_s: float, after_kill_s: float) -> dict:
     assert all(proc.returncode == 0 for proc in procs[:-1]), outputs
     events = [json.loads(line) for p in range(PROCS) for line in open(tmp_path / f"events{p}.jsonl")]
     victims = {f"127.0.0.1:{port}" for port in range(base + (PROCS - 1) * PER, base + PROCS * PER)}
-    return dict(events=events, victims=victims, killed_at=killed_at, outputs=outputs)
+    return dict(events=events, victims=victims, killed_at=killed_at, outputs=outputs, runs=tmp_path / "runs")
+
+
+def check_run_store(result: dict) -> None:
+    """Each surviving process stored its members' final view: 75 alive, 25 dead."""
+    from meshlearn.store import RunStore
+
+    store = RunStore(result["runs"])
+    runs = [store.open_run(r.id) for r in store.list_runs() if r.status == "completed"]
+    assert len(runs) == PROCS - 1
+    for run in runs:
+        db = run.metrics_reader()
+        last = max(r.round for r in db.rows("swim.alive"))
+        views = [(r.value, d.value) for r, d in zip(db.rows("swim.alive", round=last),
+                                                    db.rows("swim.dead", round=last))]
+        assert views == [((PROCS - 1) * PER, PER)] * PER
 
 
 def check(result: dict) -> list[float]:
@@ -79,7 +94,9 @@ def check(result: dict) -> list[float]:
 @pytest.mark.processes
 @pytest.mark.timeout(200)
 def test_a_killed_process_is_detected_by_every_survivor(tmp_path):
-    delays = check(run_cluster(tmp_path, steady_s=25.0, after_kill_s=45.0))
+    result = run_cluster(tmp_path, steady_s=25.0, after_kill_s=45.0)
+    delays = check(result)
+    check_run_store(result)
     print(f"detection delay s: median {delays[len(delays) // 2]:.1f}, max {delays[-1]:.1f}")
 
 

@@ -65,8 +65,10 @@ def up_cmd(
     preset: str = typer.Option("lan", "--preset", help="Timing preset: lan | wan | local (memberlist's)."),
     duration: float = typer.Option(60.0, "--duration", help="Seconds to run before leaving quietly."),
     events: Optional[Path] = typer.Option(None, "--events", help="Append membership events here as JSON lines."),
-    status_every: float = typer.Option(10.0, "--status-every", help="Seconds between membership tables "
-                                       "(0: only at the end)."),
+    status_every: float = typer.Option(10.0, "--status-every", help="Seconds between membership tables and "
+                                       "run-store snapshots (0: tables only at the end, snapshots every 5 s)."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root for this process's run "
+                                            "[default: $MESHLEARN_RUNS or ./runs]."),
     secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
 ) -> None:
     """Host a block of SWIM members; they probe, gossip and detect failures with the whole cluster.
@@ -87,14 +89,47 @@ def up_cmd(
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
     host = SwimHost(local, book, config=swim_preset(preset), seeds=seeds, secret=read_secret(secret_file, insecure),
                     events=open_events(events))
+    run = _open_run(runs_dir, listen, cluster, seeds, preset, duration)
     console.print(f"hosting {len(local)} of {len(book)} members ({local[0]} … {local[-1]}), "
-                  f"seeds {', '.join(seeds)}, {duration:g} s")
+                  f"seeds {', '.join(seeds)}, {duration:g} s; run {run.id}")
+    ticks = iter(range(1, 10**9))
+
+    def status(h) -> None:
+        _record(run, h, next(ticks))
+        if status_every > 0:
+            _print_status(h)
+
+    status_now = "failed"
     try:
-        asyncio.run(host.run(duration, _print_status if status_every > 0 else None, status_every or 5.0))
+        asyncio.run(host.run(duration, status, status_every or 5.0))
+        status_now = "completed"
     finally:
+        _record(run, host, next(ticks))
+        run.set_status(status_now, **{f"stat_{k}": v for k, v in host.stats().items()})
         _print_status(host)
         stats = {k: v for k, v in host.stats().items() if v}
         console.print("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(stats.items())) or "none"))
+
+
+def _open_run(runs_dir, listen: str, cluster: list[str], seeds: list[str], preset: str, duration: float):
+    import tomli_w
+
+    from meshlearn.store import RunStore
+
+    options = {"listen": listen, "cluster": cluster, "seeds": seeds, "preset": preset, "duration_s": duration}
+    return RunStore(runs_dir).create_run(f"overlay-up-{listen.replace(':', '-')}", tomli_w.dumps(options),
+                                         {"kind": "overlay-up", "command": "meshlearn overlay up"})
+
+
+def _record(run, host, tick: int) -> None:
+    """Each hosted member's view (alive / suspect / dead counts) as metrics, one round per tick."""
+    rows = []
+    for member, alive, suspect, dead, incarnation in host.table():
+        rows += [dict(key=f"swim.{name}", value=float(value), round=tick, node=member)
+                 for name, value in (("alive", alive), ("suspect", suspect), ("dead", dead),
+                                     ("incarnation", incarnation))]
+    run.metrics.log_many(rows)
+    run.metrics.flush()
 
 
 def _print_status(host) -> None:
