@@ -22,8 +22,10 @@ leaf list, when a pointer is dead). Walks implement
 **Search** is greedy routing: forward to the farthest neighbour that does not pass the target;
 O(log n) hops. **Leave** tells both neighbours at every level about each other.
 
-``bootstrap_skipgraph`` computes the converged structure directly (large simulations start from
-it); tests check that protocol joins produce exactly that structure. Packets: ``skipgraph_packets``.
+``bootstrap_skipgraph`` (``skipgraph_view.py``) computes the converged structure directly (large
+simulations start from it); tests check that protocol joins produce exactly that structure.
+Keep-alive, repair and level stabilization live in ``skipgraph_upkeep.py`` (a mixin of the node);
+packets in ``skipgraph_packets.py``.
 """
 
 from __future__ import annotations

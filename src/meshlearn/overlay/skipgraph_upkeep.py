@@ -11,7 +11,8 @@ Every ``keepalive_s`` a member
   responder's membership vector, which bounds the claimant's pointers at every shared level;
 * **re-finds** one level per tick on both sides (Chord's fix_fingers): concurrent joins can leave
   two interleaved lists at a level, which neighbour pings alone never notice;
-* refreshes its leaf lists from its level-0 neighbours' pongs.
+* refreshes its leaf lists from its level-0 neighbours' pongs;
+* also pings whatever ``watched()`` returns (a DSML member's parents), so their death is noticed.
 """
 
 from __future__ import annotations
