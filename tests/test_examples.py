@@ -1,8 +1,6 @@
 """The documented examples keep working."""
 
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from meshlearn.experiment.build import SERVER, build_simulation, client_ids
+from meshlearn.experiment.build import build_simulation, client_ids
 from meshlearn.experiment.deploy import join_runtime, serve_runtime
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.sim.runtime import MemorySink

@@ -1,7 +1,6 @@
 """FedAvg/FedProx in the simulator: determinism, crashes, rejection of bad updates, round rules."""
 
 import numpy as np
-import pytest
 
 from meshlearn.experiment.build import SERVER, build_simulation
 from meshlearn.fl import messages as kinds

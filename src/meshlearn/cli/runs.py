@@ -102,7 +102,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="Run ids or unique pr
         raise ConfigError("--target", f"accuracy target must be in (0, 1], got {target}")
     store = RunStore(runs_dir)
     table = Table("run", "algorithm", "evals", "final acc", "best acc", "wire bytes", "virtual s",
-                  f"s to {target:.0%}", title=f"comparison (times are virtual seconds)")
+                  f"s to {target:.0%}", title="comparison (times are virtual seconds)")
     for name in runs:
         table.add_row(*compare_row(store.open_run(name), target))
     console.print(table)

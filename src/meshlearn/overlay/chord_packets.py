@@ -28,7 +28,7 @@ from operator import itemgetter
 from typing import ClassVar
 
 from meshlearn.errors import ProtocolError
-from meshlearn.wire.packet import Packet, register_packet
+from meshlearn.wire.packet import Packet, PacketReader, register_packet
 
 __all__ = [
     "Peer",
@@ -73,38 +73,19 @@ def _enc_peers(peers: tuple) -> bytes:
     return _U16.pack(len(peers)) + b"".join(_enc_peer(p) for p in peers)
 
 
-class _Reader:
-    """Cursor over a packet body; every read checks the length (ProtocolError when short)."""
+class _Reader(PacketReader):
+    """Adds Chord peers (id + name) to the shared bounds-checked reader."""
 
-    __slots__ = ("data", "pos", "what")
-
-    def __init__(self, data: bytes, what: str):
-        self.data, self.pos, self.what = data, 1, what
-
-    def _take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise ProtocolError(f"truncated {self.what} packet ({len(self.data)} bytes)")
-        chunk, self.pos = self.data[self.pos:end], end
-        return chunk
-
-    def u8(self) -> int:
-        return self._take(1)[0]
-
-    def u16(self) -> int:
-        return _U16.unpack(self._take(2))[0]
-
-    def u32(self) -> int:
-        return _U32.unpack(self._take(4))[0]
+    __slots__ = ()
 
     def opt_peer(self) -> Peer | None:
-        ident, length = _PEER_HEAD.unpack(self._take(5))
+        ident, length = _PEER_HEAD.unpack(self.take(5))
         if length == 0:
             if ident != 0:
                 raise ProtocolError(f"{self.what}: peer {ident} has an empty name")
             return None
         try:
-            return (ident, self._take(length).decode())
+            return (ident, self.take(length).decode())
         except UnicodeDecodeError:
             raise ProtocolError(f"{self.what}: peer name is not UTF-8") from None
 
@@ -117,15 +98,9 @@ class _Reader:
     def peers(self) -> tuple:
         return tuple(self.peer() for _ in range(self.u16()))
 
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise ProtocolError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
-
 
 def _check_tag(cls, data: bytes) -> _Reader:
-    if not data or data[0] != cls.TAG:
-        raise ProtocolError(f"not a {cls.__name__} packet")
-    return _Reader(bytes(data), cls.__name__)
+    return _Reader.of(cls, data)
 
 
 # ----- base -----------------------------------------------------------------------------------

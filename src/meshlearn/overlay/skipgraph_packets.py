@@ -27,7 +27,7 @@ import struct
 from typing import NamedTuple
 
 from meshlearn.errors import ProtocolError, UsageError
-from meshlearn.wire.packet import Packet, register_packet
+from meshlearn.wire.packet import Packet, PacketReader, register_packet
 
 __all__ = ["Peer", "Route", "Found", "Walk", "Linked", "WalkEnd", "SetNeighbor", "Ping", "Pong",
            "Aggregate", "Ack", "Adopt", "SEARCH", "JOIN", "INSERT", "REPAIR", "FIND", "LEFT", "RIGHT",
@@ -88,26 +88,10 @@ def _put_opt(out: list, p: Peer | None) -> None:
         _put_peer(out, p)
 
 
-class _Reader:
-    """Bounds-checked cursor; every overrun or bad value is a ProtocolError."""
+class _Reader(PacketReader):
+    """Adds skip graph peers (key + name) and range checks to the shared bounds-checked reader."""
 
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 1  # past the tag
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise ProtocolError(f"truncated packet: need {n} bytes at offset {self.pos}, have {len(self.data)}")
-        chunk, self.pos = self.data[self.pos:end], end
-        return chunk
-
-    def fmt(self, st: struct.Struct) -> tuple:
-        return st.unpack(self.take(st.size))
-
-    def u8(self) -> int:
-        return self.take(1)[0]
+    __slots__ = ()
 
     def peer(self) -> Peer:
         key, n = struct.unpack(">QB", self.take(9))
@@ -130,15 +114,9 @@ class _Reader:
             raise ProtocolError(f"{what} {value} is not one of {list(valid)}")
         return value
 
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise ProtocolError(f"{len(self.data) - self.pos} trailing bytes after the packet")
-
 
 def _check_tag(cls, data: bytes) -> _Reader:
-    if not data or data[0] != cls.TAG:
-        raise ProtocolError(f"not a {cls.__name__} packet")
-    return _Reader(data)
+    return _Reader.of(cls, data)
 
 
 def _key_or_none(value: int) -> int | None:
@@ -178,9 +156,9 @@ class Route(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Route":
         r = _check_tag(cls, data)
-        op, req, hops, target, mvec = r.fmt(_B_BIBQQ)
+        op, req, hops, target, mvec = r.unpack(_B_BIBQQ)
         pkt = cls(r.choice(op, range(2), "route op"), req, hops, target, mvec, r.peer())
-        r.done()
+        r.end()
         return pkt
 
 
@@ -211,10 +189,10 @@ class Found(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Found":
         r = _check_tag(cls, data)
-        req, hops = r.fmt(_B_IB)
+        req, hops = r.unpack(_B_IB)
         peer = r.peer()
-        (mvec,) = r.fmt(_B_Q)
-        r.done()
+        (mvec,) = r.unpack(_B_Q)
+        r.end()
         return cls(req, hops, peer, mvec)
 
 
@@ -257,10 +235,10 @@ class Walk(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Walk":
         r = _check_tag(cls, data)
-        mode, side, level, top, hops, req, match, dead = r.fmt(_B_BBBBBIQQ)
+        mode, side, level, top, hops, req, match, dead = r.unpack(_B_BBBBBIQQ)
         pkt = cls(r.choice(mode, range(3), "walk mode"), r.choice(side, range(2), "side"), level, top, hops,
                   req, match, _key_or_none(dead), r.peer())
-        r.done()
+        r.end()
         return pkt
 
 
@@ -297,7 +275,7 @@ class Linked(Packet):
         r = _check_tag(cls, data)
         level, left, right = r.u8(), r.opt(), r.opt()
         pkt = cls(level, left, right, r.peers(), r.peers())
-        r.done()
+        r.end()
         return pkt
 
 
@@ -325,8 +303,8 @@ class WalkEnd(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "WalkEnd":
         r = _check_tag(cls, data)
-        mode, side, level, hops, req = r.fmt(_B_BBBBI)
-        r.done()
+        mode, side, level, hops, req = r.unpack(_B_BBBBI)
+        r.end()
         return cls(r.choice(mode, range(3), "walk mode"), r.choice(side, range(2), "side"), level, hops, req)
 
 
@@ -355,8 +333,8 @@ class SetNeighbor(Packet):
     def decode(cls, data: bytes) -> "SetNeighbor":
         r = _check_tag(cls, data)
         level, side, peer = r.u8(), r.choice(r.u8(), range(2), "side"), r.opt()
-        (expect,) = r.fmt(_B_Q)
-        r.done()
+        (expect,) = r.unpack(_B_Q)
+        r.end()
         return cls(level, side, peer, _key_or_none(expect))
 
 
@@ -389,8 +367,8 @@ class Ping(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Ping":
         r = _check_tag(cls, data)
-        nonce, want, side, lo, hi, key = r.fmt(_B_IBBBBQ)
-        r.done()
+        nonce, want, side, lo, hi, key = r.unpack(_B_IBBBBQ)
+        r.end()
         if lo > hi:
             raise ProtocolError(f"ping claims levels {lo}..{hi}")
         return cls(nonce, r.choice(want, range(3), "ping want"), r.choice(side, range(3), "ping side"), lo, hi,
@@ -427,10 +405,10 @@ class Pong(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Pong":
         r = _check_tag(cls, data)
-        nonce, mvec = r.fmt(_B_IQ)
+        nonce, mvec = r.unpack(_B_IQ)
         peers = r.peers()
         nbrs = tuple(r.opt() for _ in range(r.u8()))
-        r.done()
+        r.end()
         return cls(nonce, mvec, peers, nbrs)
 
 
@@ -470,15 +448,15 @@ class Aggregate(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Aggregate":
         r = _check_tag(cls, data)
-        rnd, seq, flags = r.fmt(_B_IIB)
+        rnd, seq, flags = r.unpack(_B_IIB)
         if flags > COPY:
             raise ProtocolError(f"unknown aggregate flags {flags:#x}")
         total = int.from_bytes(r.take(r.u8()), "big")
-        (n,) = r.fmt(_B_I)
+        (n,) = r.unpack(_B_I)
         if n * _RUN.size != len(data) - r.pos:
             raise ProtocolError(f"aggregate announces {n} runs but carries {len(data) - r.pos} bytes of them")
         runs = tuple(_RUN.iter_unpack(r.take(n * _RUN.size)))
-        r.done()
+        r.end()
         return cls(rnd, seq, flags, total, runs)
 
 
@@ -506,8 +484,8 @@ class Ack(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Ack":
         r = _check_tag(cls, data)
-        op, rnd, seq = r.fmt(_B_BII)
-        r.done()
+        op, rnd, seq = r.unpack(_B_BII)
+        r.end()
         return cls(r.choice(op, range(4), "ack op"), rnd, seq)
 
 
@@ -535,6 +513,6 @@ class Adopt(Packet):
     @classmethod
     def decode(cls, data: bytes) -> "Adopt":
         r = _check_tag(cls, data)
-        rnd, height = r.fmt(_B_IB)
-        r.done()
+        rnd, height = r.unpack(_B_IB)
+        r.end()
         return cls(rnd, height)

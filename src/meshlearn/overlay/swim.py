@@ -80,7 +80,7 @@ class SwimNode(Node):
         """Start, or restart after a crash with an empty table (as a restarted process would)."""
         self._reset()
         self.lives += 1
-        now, cfg = ctx.now, self.config
+        cfg = self.config
         slot = self.roster.slot
         self.table.warm(None if self.initial is ALL else [self.me, *map(slot, self.initial)])
         if self.lives > 1 or self.table.live <= 1:

@@ -25,7 +25,7 @@ import struct
 import numpy as np
 
 from meshlearn.errors import ProtocolError, UsageError
-from meshlearn.wire.packet import Packet, register_packet
+from meshlearn.wire.packet import Packet, PacketReader, register_packet
 
 __all__ = ["ALIVE", "SUSPECT", "DEAD", "USER", "Ping", "Ack", "PingReq", "Nack", "Gossip", "Sync",
            "update_size", "MAX_ID_BYTES"]
@@ -72,35 +72,10 @@ def _put_update(out: list[bytes], update: tuple) -> None:
         _put_str(out, c)
 
 
-class _Reader:
-    """Bounds-checked cursor over received bytes; every overrun is a ProtocolError."""
+class _Reader(PacketReader):
+    """Adds piggybacked membership updates to the shared bounds-checked reader."""
 
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes, pos: int = 0):
-        self.data, self.pos = data, pos
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise ProtocolError(f"truncated packet: need {n} bytes at offset {self.pos}, have {len(self.data)}")
-        chunk, self.pos = self.data[self.pos:end], end
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return _U16.unpack(self.take(2))[0]
-
-    def u32(self) -> int:
-        return _U32.unpack(self.take(4))[0]
-
-    def text(self) -> str:
-        try:
-            return self.take(self.u8()).decode()
-        except UnicodeDecodeError:
-            raise ProtocolError("node id is not UTF-8") from None
+    __slots__ = ()
 
     def update(self) -> tuple:
         code = self.u8()
@@ -111,10 +86,6 @@ class _Reader:
             raise ProtocolError(f"unknown membership update type {code}")
         inc, node = self.u32(), self.text()
         return (code, node, inc, "" if code == ALIVE else self.text())
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise ProtocolError(f"{len(self.data) - self.pos} trailing bytes after the packet")
 
 
 class _Probe(Packet):
@@ -141,10 +112,10 @@ class _Probe(Packet):
 
     @classmethod
     def decode(cls, data: bytes) -> "_Probe":
-        reader = _Reader(data, 1)
+        reader = _Reader(data, cls.__name__)
         seq, target = reader.u32(), reader.text()
         updates = tuple(reader.update() for _ in range(reader.u8()))
-        reader.done()
+        reader.end()
         return cls(seq, target, updates)
 
     def __repr__(self) -> str:
@@ -241,7 +212,7 @@ class Sync(Packet):
 
     @classmethod
     def decode(cls, data: bytes) -> "Sync":
-        reader = _Reader(data, 1)
+        reader = _Reader(data, cls.__name__)
         reply = reader.u8()
         entries = []
         for _ in range(reader.u16()):
@@ -249,5 +220,5 @@ class Sync(Packet):
             if code not in (ALIVE, SUSPECT, DEAD):
                 raise ProtocolError(f"unknown membership state {code} in Sync")
             entries.append((code, inc, reader.text()))
-        reader.done()
+        reader.end()
         return cls(tuple(entries), bool(reply))

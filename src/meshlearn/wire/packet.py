@@ -30,7 +30,8 @@ from meshlearn.wire.envelope import DEFAULT_CODEC, decode_message, encode_messag
 from meshlearn.wire.message import Message
 from meshlearn.wire.tensors import TensorCodec
 
-__all__ = ["Packet", "register_packet", "packet_types", "encode_payload", "decode_payload", "MIN_TAG"]
+__all__ = ["Packet", "PacketReader", "register_packet", "packet_types", "encode_payload", "decode_payload",
+           "MIN_TAG"]
 
 MIN_TAG = 0x80
 
@@ -54,6 +55,57 @@ class Packet:
     def decode(cls, data: bytes) -> "Packet":
         """Inverse of ``encode``; raises ProtocolError on anything malformed."""
         raise NotImplementedError
+
+
+class PacketReader:
+    """Bounds-checked cursor over a received packet: every overrun is a ProtocolError.
+
+    Packet modules subclass it for their own field types (peers, updates). ``of`` checks the
+    tag and starts after it; ``end`` rejects trailing bytes.
+    """
+
+    __slots__ = ("data", "pos", "what")
+    _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+
+    def __init__(self, data: bytes, what: str = "packet", pos: int = 1):
+        self.data, self.pos, self.what = data, pos, what
+
+    @classmethod
+    def of(cls, packet_cls: type, data: bytes) -> "PacketReader":
+        if not data or data[0] != packet_cls.TAG:
+            raise ProtocolError(f"not a {packet_cls.__name__} packet")
+        return cls(bytes(data), packet_cls.__name__)
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise ProtocolError(f"truncated {self.what}: need {n} bytes at offset {self.pos}, have {len(self.data)}")
+        chunk, self.pos = self.data[self.pos:end], end
+        return chunk
+
+    def unpack(self, layout: struct.Struct) -> tuple:
+        return layout.unpack(self.take(layout.size))
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return self._U16.unpack(self.take(2))[0]
+
+    def u32(self) -> int:
+        return self._U32.unpack(self.take(4))[0]
+
+    def text(self, length: int | None = None) -> str:
+        """UTF-8 text of ``length`` bytes (None: a u8 length prefix first)."""
+        raw = self.take(self.u8() if length is None else length)
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{self.what}: text is not UTF-8") from None
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise ProtocolError(f"{self.what}: {len(self.data) - self.pos} trailing bytes")
 
 
 _DECODERS: dict[int, type[Packet]] = {}
