@@ -24,7 +24,7 @@ from meshlearn.overlay.swim_config import SwimConfig
 from meshlearn.overlay.swim_packets import ALIVE, DEAD, SUSPECT
 from meshlearn.runtime.aio import STAT_KEYS, AsyncioRuntime
 
-__all__ = ["parse_cluster", "SwimHost"]
+__all__ = ["parse_cluster", "runtimes_for", "SwimHost"]
 
 
 def parse_cluster(ranges: list[str]) -> dict[str, tuple[str, int]]:
@@ -43,21 +43,28 @@ def parse_cluster(ranges: list[str]) -> dict[str, tuple[str, int]]:
     return book
 
 
+def runtimes_for(nodes: list, cluster: dict[str, tuple[str, int]], *, secret: bytes | None,
+                 seed: int = 0) -> list[AsyncioRuntime]:
+    """One runtime per node (a UDP endpoint serves one node), listening on the node's address."""
+    missing = [node.node_id for node in nodes if node.node_id not in cluster]
+    if missing:
+        raise UsageError(f"{missing[0]!r} is not in the --cluster ranges; list every member's address")
+    runtimes = []
+    for i, node in enumerate(nodes):
+        runtime = AsyncioRuntime(listen=cluster[node.node_id], peers=cluster, secret=secret, seed=seed + i)
+        runtime.add_node(node)
+        runtimes.append(runtime)
+    return runtimes
+
+
 class SwimHost:
     """Hosts ``local`` member ids of a cluster in this process until ``duration`` seconds pass."""
 
     def __init__(self, local: list[str], cluster: dict[str, tuple[str, int]], *, config: SwimConfig,
                  seeds: list[str], secret: bytes | None, events: TextIO | None = None, seed: int = 0):
-        missing = [node for node in local if node not in cluster]
-        if missing:
-            raise UsageError(f"{missing[0]!r} is not in the --cluster ranges; list every member's address")
         self.events, self.started = events, time.time()
         self.nodes = [SwimNode(node, config, seeds=seeds, on_event=self._event) for node in local]
-        self.runtimes = []
-        for i, node in enumerate(self.nodes):
-            runtime = AsyncioRuntime(listen=cluster[node.node_id], peers=cluster, secret=secret, seed=seed + i)
-            runtime.add_node(node)
-            self.runtimes.append(runtime)
+        self.runtimes = runtimes_for(self.nodes, cluster, secret=secret, seed=seed)
 
     def _event(self, t: float, me: str, event: str, member: str) -> None:
         if self.events is not None:

@@ -1,4 +1,4 @@
-"""SWIM over real UDP sockets in one process: membership forms, outsiders cannot inject rumours."""
+"""Overlay nodes over real UDP sockets in one process: SWIM joins and rejects forged rumours, Chord converges."""
 
 import asyncio
 import socket
@@ -56,3 +56,45 @@ def test_parse_cluster_ranges_and_errors():
     for bad in ["7000-7002", "h:x", "h:9-3"]:
         with pytest.raises(UsageError, match="HOST:PORT"):
             parse_cluster([bad])
+
+
+def test_a_chord_ring_forms_over_udp_exactly_as_in_simulation():
+    from meshlearn.overlay.chord import ChordNode, ChordSettings, bootstrap_ring, ring_peers
+    from meshlearn.overlay.udp_host import runtimes_for
+
+    cluster = {f"127.0.0.1:{p}": ("127.0.0.1", p) for p in free_ports(10)}
+    names = list(cluster)
+    settings = ChordSettings(bits=16, successors=3, stabilize_s=0.2, fix_fingers_s=0.05, check_predecessor_s=0.2)
+    nodes = [ChordNode(n, settings=settings, bootstrap=None if n == names[0] else names[0]) for n in names]
+    runtimes = runtimes_for(nodes, cluster, secret=KEY)
+
+    async def main():
+        await asyncio.gather(*(rt.run(timeout=6.0) for rt in runtimes))
+
+    asyncio.run(main())
+    want = bootstrap_ring(ring_peers(names, 16), bits=16, successors=3)
+    assert [n.node_id for n in nodes if n.state() != want[n.node_id]] == []
+
+
+def test_a_skip_graph_forms_over_udp_exactly_as_in_simulation():
+    import numpy as np
+
+    from meshlearn.overlay.skipgraph import SkipGraphNode, SkipGraphSettings, bootstrap_skipgraph, random_mvecs
+    from meshlearn.overlay.udp_host import runtimes_for
+
+    cluster = {f"127.0.0.1:{p}": ("127.0.0.1", p) for p in free_ports(10)}
+    names, rng = list(cluster), np.random.default_rng(4)
+    keys, mvecs = [int(k) for k in rng.choice(10**6, size=10, replace=False)], random_mvecs(10, rng)
+    settings = SkipGraphSettings(keepalive_s=0.5)
+    nodes = [SkipGraphNode(n, k, m, introducer=None if i == 0 else names[0], join_delay_s=0.2 * i, settings=settings)
+             for i, (n, k, m) in enumerate(zip(names, keys, mvecs))]
+    runtimes = runtimes_for(nodes, cluster, secret=KEY)
+
+    async def main():
+        await asyncio.gather(*(rt.run(timeout=5.0) for rt in runtimes))
+
+    asyncio.run(main())
+    view = bootstrap_skipgraph([(x.me, x.mvec) for x in nodes])
+    wrong = [x.node_id for x in nodes
+             if x.snapshot()[:4] != (view.left[x.key], view.right[x.key], view.lefts[x.key], view.rights[x.key])]
+    assert all(x.joined for x in nodes) and wrong == []
