@@ -37,6 +37,9 @@ def test_dsml_trains_digits_as_well_as_flat_fedavg():
     assert sorted(mesh) == list(range(1, 7))
     assert all(r["clients_completed"] == N for r in mesh.values())
     assert mesh[6]["accuracy"] >= flat[6]["accuracy"] - 0.05 and mesh[6]["accuracy"] > 0.8
+    # every member's sum goes up once and the model comes down once: the mesh moves about what a star does
+    up, flat_up = sum(r["bytes_up"] for r in mesh.values()), sum(r["bytes_up"] for r in flat.values())
+    assert 0.8 * flat_up < up < 1.2 * flat_up and all(r["bytes_down"] > 0 for r in mesh.values())
 
 
 def test_a_crashed_parent_is_failed_over_and_its_children_reattach():

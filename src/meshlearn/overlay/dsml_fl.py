@@ -118,6 +118,9 @@ class DsmlFLNode(SkipGraphNode):
         self._train_id = self._eval_id = None
         self._closing: _Round | None = None
         self._probe: _Round | None = None  # a watchdog's look for my place
+        self.bytes_up = self.bytes_down = 0  # model traffic this member sent (sums up, models down)
+        self.meter: Callable[[], tuple[int, int]] | None = None  # simulation-side: every member's totals
+        self._metered = (0, 0)
         self._seq = 0
 
     # ----- events -------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class DsmlFLNode(SkipGraphNode):
     def _on_adopt(self, ctx: Context, src: str, m: Adopt) -> None:
         self.adopters[src] = m.round
         if m.round < self.model_round:  # a late joiner or a stalled branch: hand it the model
-            ctx.send(src, Message(MODEL, {"round": self.model_round}, self.params))
+            self.bytes_down += ctx.send(src, Message(MODEL, {"round": self.model_round}, self.params))
         elif self.rnd is not None and m.round == self.rnd.number and not self.rnd.sent:
             self.rnd.expected.add(src)
             self.rnd.adopted.add(src)
@@ -237,7 +240,7 @@ class DsmlFLNode(SkipGraphNode):
         ctx.set_timer("fl.watch", self.plan.watch_s)
         for child, last in self.adopters.items():
             if last >= number - 2 and child != src:
-                ctx.send(child, msg)
+                self.bytes_down += ctx.send(child, msg)
         if number > self.plan.rounds:
             return
         ctx.cancel_timer("fl.grace")  # the previous round's
@@ -311,7 +314,7 @@ class DsmlFLNode(SkipGraphNode):
         self._seq += 1
         meta = {"round": r.number, "seq": self._seq, "samples": int(samples), "keys": sorted(keys), "copy": copy}
         msg = Message(SUM, meta, {k: np.asarray(v, np.float32) for k, v in sums.items()})
-        ctx.send(r.parents[0].node, msg)
+        self.bytes_up += ctx.send(r.parents[0].node, msg)
         r.outs[self._seq] = (msg, list(r.parents[1:]))
         ctx.set_timer(f"fl.out{self._seq}", self.plan.ack_timeout_s)
 
@@ -331,7 +334,7 @@ class DsmlFLNode(SkipGraphNode):
             ctx.log(f"partial sum {seq} of round {r.number}: no parent answered", level="warning")
             return
         copy = Message(SUM, {**msg.meta, "copy": True}, msg.tensors)
-        ctx.send(spare[0].node, copy)
+        self.bytes_up += ctx.send(spare[0].node, copy)
         r.outs[seq] = (copy, spare[1:])
         ctx.set_timer(f"fl.out{seq}", self.plan.ack_timeout_s)
 
@@ -355,15 +358,25 @@ class DsmlFLNode(SkipGraphNode):
     def _after_eval(self, ctx: Context, result) -> None:
         r, self._closing = self._closing, None
         self.completed_round = r.number
+        up, down = self._round_bytes()
         for key, value in (("accuracy", result.accuracy), ("loss", result.loss), ("clients_completed", len(r.keys)),
                            ("round_ok", int(r.samples > 0)), ("copies_suppressed", r.suppressed),
-                           ("height", self.height), ("round_time", ctx.now - r.start), ("virtual_time", ctx.now)):
+                           ("height", self.height), ("bytes_up", up), ("bytes_down", down),
+                           ("round_time", ctx.now - r.start), ("virtual_time", ctx.now)):  # virtual_time last
             ctx.record(key, float(value), round=r.number)
         ctx.checkpoint(r.number, self.params, {"round": r.number, "virtual_time": ctx.now})
         if r.number >= self.plan.rounds:
             ctx.stop()
         else:
             self._open_round(ctx, r.number + 1)
+
+    def _round_bytes(self) -> tuple[int, int]:
+        """Model bytes the whole mesh sent up / down since the last round (0, 0 without a meter)."""
+        if self.meter is None:
+            return 0, 0
+        (up, down), (up0, down0) = self.meter(), self._metered
+        self._metered = (up, down)
+        return up - up0, down - down0
 
     _HANDLERS = {**SkipGraphNode._HANDLERS}
 
@@ -392,6 +405,13 @@ def build_dsml_fl(settings: DsmlFLSettings, *, ids: list[str], params: Params, s
                  ack_timeout_s=settings.ack_timeout_s, watch_s=settings.watch_s or 2 * longest,
                  first_watch_s=len(ids) * settings.join_spacing_s + 4 * settings.keepalive_s, train_meta=train_meta)
     mvecs = member_vectors(seed + settings.seed_offset, len(ids))
-    return [DsmlFLNode(node_id, i, mvecs[i], params, plan, introducer=None if i == 0 else ids[0],
-                       join_delay_s=i * settings.join_spacing_s, keepalive_s=settings.keepalive_s,
-                       train_task=train_task, eval_task=eval_task) for i, node_id in enumerate(ids)]
+    nodes = [DsmlFLNode(node_id, i, mvecs[i], params, plan, introducer=None if i == 0 else ids[0],
+                        join_delay_s=i * settings.join_spacing_s, keepalive_s=settings.keepalive_s,
+                        train_task=train_task, eval_task=eval_task) for i, node_id in enumerate(ids)]
+
+    def meter() -> tuple[int, int]:
+        return sum(n.bytes_up for n in nodes), sum(n.bytes_down for n in nodes)
+
+    for node in nodes:
+        node.meter = meter
+    return nodes
