@@ -3,7 +3,10 @@
 import pytest
 
 HELP = {
-    (): ["run", "demo", "config", "runs", "data", "serve", "join", "peer"],
+    (): ["run", "demo", "config", "runs", "data", "serve", "join", "peer", "overlay"],
+    ("overlay",): ["sim", "up"],
+    ("overlay", "sim"): ["--set", "--runs-dir", "examples/overlay"],
+    ("overlay", "up"): ["--listen", "--cluster", "--seed", "--preset", "--duration", "--events", "--secret-file"],
     ("peer",): ["--id", "--listen", "--peer", "--set", "--secret-file", "--insecure", "--tls-cert"],
     ("run",): ["--set", "--resume", "--runs-dir", "--quiet"],
     ("demo",): ["--runs-dir", "--quiet"],
@@ -30,7 +33,7 @@ def test_help(cli, command):
         assert needle in result.out, (needle, result.out)
 
 
-@pytest.mark.parametrize("group", [[], ["config"], ["runs"], ["data"]], ids=lambda g: " ".join(g) or "meshlearn")
+@pytest.mark.parametrize("group", [[], ["config"], ["runs"], ["data"], ["overlay"]], ids=lambda g: " ".join(g) or "meshlearn")
 def test_group_without_command_shows_help(cli, group):
     result = cli(*group)
     assert result.code in (0, 2)  # click's no_args_is_help exits 2 on newer versions

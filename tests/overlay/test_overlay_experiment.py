@@ -42,3 +42,15 @@ def test_unknown_protocols_and_keys_are_config_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["overlay", "sim", "--set", "swim.nodez=5", "--runs-dir", str(tmp_path)])
     assert stop.value.code == 2 and "nodez" in capsys.readouterr().err
+
+
+def test_runs_show_lists_an_overlay_runs_metrics(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["overlay", "sim", *sum((["--set", s] for s in SMALL["swim"]), []), "--runs-dir", str(tmp_path)])
+    assert stop.value.code == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["runs", "show", "latest", "--runs-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "[completed]" in out and "swim.false_deaths" in out
+    assert "swim.crashes.first_dead_s (mean of 2)" in out

@@ -15,7 +15,7 @@ from meshlearn.cli import app
 from meshlearn.cli.deploy import INSECURE, SECRET_FILE, read_secret
 from meshlearn.errors import UsageError
 
-overlay_app = typer.Typer(help="Fault-tolerant overlay: SWIM membership over real UDP.", no_args_is_help=True)
+overlay_app = typer.Typer(help="Fault-tolerant overlay: simulated experiments (sim) and real SWIM members over UDP (up).", no_args_is_help=True)
 app.add_typer(overlay_app, name="overlay")
 console = Console()
 

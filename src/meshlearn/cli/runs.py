@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from meshlearn.cli import app
@@ -44,11 +45,14 @@ def show_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 
              runs_dir: Optional[Path] = RUNS_DIR) -> None:
     """Per-round metrics of one run and where its files are."""
     r = RunStore(runs_dir).open_run(run)
-    rows = r.metrics_reader().round_table(SHOW_KEYS)
-    table = Table("round", *SHOW_KEYS, title=f"{r.id}  [{r.status}]")
-    for row in rows:
-        table.add_row(str(row["round"]), *(_fmt(row.get(k)) for k in SHOW_KEYS))
-    console.print(table)
+    db = r.metrics_reader()
+    if str(r.info.get("kind", "")).startswith("overlay"):
+        console.print(_summary_table(r, db))
+    else:
+        table = Table("round", *SHOW_KEYS, title=escape(f"{r.id}  [{r.status}]"))
+        for row in db.round_table(SHOW_KEYS) if db is not None else []:
+            table.add_row(str(row["round"]), *(_fmt(row.get(k)) for k in SHOW_KEYS))
+        console.print(table)
     console.print(f"config: {r.path / 'config.toml'}\nmetrics: {r.path / 'metrics.sqlite'}")
 
 
@@ -66,6 +70,20 @@ def export_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix o
     r = RunStore(runs_dir).open_run(run)
     path = export_csv(r, out) if fmt == "csv" else export_json(r, out)  # other write failures: StoreError
     console.print(f"wrote {path}")
+
+
+def _summary_table(r, db) -> Table:
+    """Overlay runs: every run-level metric, and for per-row series their count and mean."""
+    table = Table("metric", "value", title=escape(f"{r.id}  [{r.status}]  {r.info.get('kind')} {r.info.get('protocol', '')}"))
+    for key in db.keys() if db is not None else []:
+        rows = db.rows(key)
+        scalars = [row.value for row in rows if row.round is None]
+        if scalars:
+            table.add_row(key, _fmt(scalars[-1]))
+        else:
+            values = [row.value for row in rows]
+            table.add_row(f"{key} (mean of {len(values)})", _fmt(sum(values) / len(values)))
+    return table
 
 
 def _fmt(value) -> str:
