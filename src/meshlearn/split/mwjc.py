@@ -77,7 +77,8 @@ class AccuracyCurve:
             raise UsageError(f"curve {self.name!r}: accuracies must lie in [0, 1], got {list(acc)}")
 
     @classmethod
-    def from_points(cls, name: str, points: Sequence[tuple[float, float]], placeholder: bool = False) -> "AccuracyCurve":
+    def from_points(cls, name: str, points: Sequence[tuple[float, float]],
+                    placeholder: bool = False) -> "AccuracyCurve":
         """Build from ``[(loss, accuracy), ...]`` (e.g. a measured COMtune curve)."""
         pts = sorted((float(x), float(y)) for x, y in points)
         return cls(name, tuple(x for x, _ in pts), tuple(y for _, y in pts), placeholder)
@@ -332,7 +333,9 @@ def simulate_mwjc(settings: MwjcSettings, *, seed: int,
         chosen[t] = k
         if progress is not None:
             progress(t + 1, settings.rounds)
-    return _report(settings, truth, chosen, outcome)
+    report = _report(settings, truth, chosen, outcome)
+    report["bonus_scale"] = bandit.bonus_scale()  # B at the end (in the units the bandit is fed)
+    return report
 
 
 def _histogram(arms: list[Arm], chosen: np.ndarray) -> dict[str, int]:

@@ -195,13 +195,14 @@ def expected_transfer(link: WlanLink, nbytes: int, snr_db: float) -> Transfer:
     return Transfer(fraction, latency)
 
 
-def sample_transfers(link: WlanLink, nbytes: int, snr_db, rng: np.random.Generator, size: int | None = None) -> Transfer:
+def sample_transfers(link: WlanLink, nbytes: int, snr_db, rng: np.random.Generator,
+                     size: int | None = None) -> Transfer:
     """Sample ``size`` independent transfers (scalars when ``size`` is None).
 
     ``snr_db`` is one SNR or an array of ``size`` SNRs (one per transfer).
     """
     n = 1 if size is None else int(size)
-    t, payload = link.timing, packet_sizes(nbytes, link.mtu, link.header_bytes)
+    payload = packet_sizes(nbytes, link.mtu, link.header_bytes)
     frames = payload + link.header_bytes + MAC_OVERHEAD_BYTES
     q = np.broadcast_to(_per_frame(link, frames, snr_db), (n, frames.size))
     tries = rng.geometric(np.clip(1.0 - q, 1e-12, 1.0))  # attempts until the first success
