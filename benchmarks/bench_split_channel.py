@@ -1,7 +1,10 @@
 """Split inference of a digits CNN over a lossy tensor channel: accuracy against Bernoulli packet
 loss (sequential vs permuted packets) and bytes per sample for fp32 / fp16 / int8 / bottleneck+int8.
 
-    python benchmarks/bench_split_channel.py [--epochs 30] [--repeats 5] [--seed 0]
+    python benchmarks/bench_split_channel.py [--epochs 30] [--repeats 5] [--seed 0] [--heatmap cut.png]
+
+``--heatmap PATH`` also writes the per-channel heat map of test sample 0's cut tensor before and
+after 50% permuted packet loss (lost elements blue).
 
 Setup: ``split_cnn`` on digits (1,438 train / 359 test, 8x8), trained 30 epochs with Adam, cut
 after ``relu2`` (a 32x8x8 = 2,048-element tensor; head 1.22 MFLOP, tail 0.62 MFLOP per sample).
@@ -57,6 +60,7 @@ from meshlearn.models import build_model
 from meshlearn.net import BernoulliLoss, NoLoss
 from meshlearn.net.devices import DeviceProfile, server_profile
 from meshlearn.split import ChannelSpec, end_to_end_latency, over_loss_model, packet_plan, simulate_batch, transmit
+from meshlearn.split.heatmap import render_heatmaps
 from meshlearn.split.model import SplitModel, split_model
 
 CUT = "relu2"
@@ -131,11 +135,21 @@ def byte_table(base: SplitModel, bottlenecks: dict[int, SplitModel], x: torch.Te
     return rows
 
 
+def write_heatmap(split: SplitModel, x: torch.Tensor, path: str, seed: int) -> None:
+    """Heat map of sample 0's cut tensor before and after 50% permuted fp16 packet loss."""
+    with torch.no_grad():
+        z = split.encode(x[:1]).numpy()[0]
+    spec = ChannelSpec(quant="fp16", elements_per_packet=512)
+    result = transmit(z, spec, over_loss_model(BernoulliLoss(0.5), np.random.default_rng(seed)))
+    render_heatmaps(z, result.tensor, mask=result.mask, path=path, scale=8)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--heatmap", metavar="PATH", help="also write a before/after heat map PNG here")
     args = ap.parse_args()
     t0 = time.perf_counter()
     train_set, test_set = load_dataset("digits", seed=args.seed)
@@ -156,6 +170,9 @@ def main() -> None:
         "bytes": byte_table(base, bottlenecks, xte, yte),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if args.heatmap:
+        write_heatmap(base, xte, args.heatmap, args.seed)
+        result["heatmap"] = args.heatmap
     print(json.dumps(result, indent=2))
 
 

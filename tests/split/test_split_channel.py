@@ -199,6 +199,13 @@ def test_transmit_over_a_network_loses_packets_and_counts_bytes():
         transmit(_tensor(), too_big, over_network(net, "dev", "srv"))
 
 
+def test_unreachable_destination_loses_everything_and_waits_for_the_deadline():
+    net = Network(None, LinkSpec(), {}, np.random.SeedSequence(0))
+    net.partition([["dev"], ["srv"]])
+    result = transmit(_tensor(), ChannelSpec(deadline_s=0.5), over_network(net, "dev", "srv"), now=2.0)
+    assert result.accepted == 0 and not result.tensor.any() and result.transfer_s == pytest.approx(0.5)
+
+
 def test_simulate_batch_equals_the_packet_path():
     z = np.stack([_tensor(s, relu=s % 2 == 0) for s in range(4)])
     for spec in [ChannelSpec(quant="uniform", bits=5, mtu=300, rescale="observed"),
