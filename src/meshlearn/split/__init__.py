@@ -17,6 +17,8 @@ from meshlearn.split.channel import (
     HEADER,
     ChannelResult,
     ChannelSpec,
+    DecodedPacket,
+    Deliver,
     Delivery,
     Latency,
     cut_delivery,
@@ -39,7 +41,7 @@ from meshlearn.split.heatmap import channel_grid, heatmap_png, png_bytes, render
 _MODEL_NAMES = ("SplitModel", "SplitPoint", "make_bottleneck", "split_cnn", "split_model", "split_points")
 
 __all__ = [
-    "HEADER", "ChannelResult", "ChannelSpec", "Delivery", "Latency", "channel_grid", "cut_delivery",
+    "HEADER", "ChannelResult", "ChannelSpec", "DecodedPacket", "Deliver", "Delivery", "Latency", "channel_grid", "cut_delivery",
     "decode_packet", "dequantize", "element_mask", "encode_packets", "end_to_end_latency", "heatmap_png",
     "over_link", "over_loss_model", "over_network", "packet_plan", "png_bytes", "quantize", "reconstruct",
     "render_heatmaps", "simulate_batch", "transmit", *_MODEL_NAMES,

@@ -56,7 +56,8 @@ from meshlearn.net.packetizer import DEFAULT_HEADER_BYTES
 from meshlearn.wire.compress import COMPRESSORS
 
 __all__ = [
-    "HEADER", "VERSION", "ChannelSpec", "Delivery", "ChannelResult", "Latency", "packet_plan",
+    "HEADER", "VERSION", "ChannelSpec", "DecodedPacket", "Deliver", "Delivery", "ChannelResult", "Latency",
+    "packet_plan",
     "quantize", "dequantize", "encode_packets", "decode_packet", "reconstruct", "element_mask",
     "over_loss_model", "over_link", "over_network", "cut_delivery", "transmit", "simulate_batch",
     "end_to_end_latency",
