@@ -81,5 +81,5 @@ class FLClient(Node):
         sq_loss = getattr(result, "sq_loss", None)
         if sq_loss is not None and math.isfinite(sq_loss):
             meta["sq_loss"] = float(sq_loss)
-        ctx.send(self.server, Message(kinds.UPDATE, meta, result.params))
+        ctx.send(self.server, Message(self.KINDS.upload, meta, result.params))
         self.task_id = None

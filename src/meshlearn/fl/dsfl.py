@@ -39,7 +39,7 @@ from meshlearn.errors import PeerError, ProtocolError, UsageError
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.distill_settings import DSFLSettings
 from meshlearn.fl.messages import Kinds
-from meshlearn.fl.selection import ClientFeedback, Selector
+from meshlearn.fl.selection import Selector
 from meshlearn.fl.server import FLServer, ServerSettings, _finite, _positive_int, _Round
 from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_indices, check_soft_labels, decode_soft, encode_soft,
                                      entropy)
@@ -68,12 +68,10 @@ class Upload:
 
 
 class DistillRoundServer(FLServer):
-    """FLServer's round control with the payloads swapped: subclasses fill in four hooks.
+    """FLServer's round control with soft-label payloads: uploads become ``Upload`` records.
 
-        prepare_round(ctx, number)          once per round, before messages go out
-        round_message(ctx, number, client)  the message to one selected client
-        accept_upload(msg) -> Any           the validated payload (raise ProtocolError to reject)
-        conclude_round(ctx, rnd, ok)        aggregate if ok, then `self._submit_eval` or `self._after_eval`
+    Subclasses set ``KINDS`` and fill in ``prepare_round``, ``round_message``, ``accept_upload``
+    (the validated payload) and ``conclude_round`` (see ``FLServer``).
     """
 
     KINDS: ClassVar[Kinds]
@@ -82,81 +80,14 @@ class DistillRoundServer(FLServer):
         self.pending_task: int | None = None  # a protocol task before evaluation (DS-FL: server distillation)
         super().on_start(ctx)
 
-    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
-        if msg.kind == self.KINDS.join:
-            self._on_join(ctx, src, msg)
-        elif msg.kind == self.KINDS.upload:
-            self._on_update(ctx, src, msg)
-        else:
-            ctx.log(f"ignored message of kind {msg.kind!r} from {src}", level="warning")
+    def accept(self, msg: Message) -> tuple[Upload, int]:
+        upload = Upload(self.accept_upload(msg), _positive_int(msg.meta.get("num_samples")),
+                        *_reported_eval(msg.meta))
+        return upload, upload.num_samples
 
-    def _on_update(self, ctx: Context, src: str, msg: Message) -> None:
-        rnd = self.round
-        if rnd is None or msg.meta.get("round") != rnd.number or src not in rnd.selected or src in rnd.updates:
-            ctx.log(f"late or unexpected upload from {src} (round {msg.meta.get('round')})")
-            return
-        try:
-            upload = Upload(self.accept_upload(msg), _positive_int(msg.meta.get("num_samples")),
-                            *_reported_eval(msg.meta))
-        except ProtocolError as err:
-            rnd.rejected += 1
-            ctx.log(f"rejected update from {src}: {err}", level="warning")
-            return
-        rnd.updates[src] = upload
-        rnd.feedback[src] = ClientFeedback(ctx.now - rnd.started_at, upload.num_samples,
-                                           _finite(msg.meta.get("loss")), _finite(msg.meta.get("sq_loss")))
-        if len(rnd.updates) == len(rnd.selected):
-            self._close_round(ctx)
-
-    def _begin_round(self, ctx: Context) -> None:  # FLServer's, with a per-client message
-        self.started = True
-        ctx.cancel_timer("join_timeout")
-        number = self.completed_round + 1
-        selected = self._select(ctx)
-        self.round = _Round(number, selected, {}, ctx.now, self._tx_mark, self._rx_mark)
-        self.prepare_round(ctx, number)
-        for client in selected:
-            ctx.send(client, self.round_message(ctx, number, client))
-        ctx.set_timer("deadline", self.settings.round_deadline_s)
-
-    def _close_round(self, ctx: Context) -> None:
-        ctx.cancel_timer("deadline")
-        rnd = self.round
-        ok = len(rnd.updates) >= max(1, math.ceil(self.settings.min_completion * len(rnd.selected)))
-        if not ok:
-            ctx.log(f"round {rnd.number} failed: {len(rnd.updates)}/{len(rnd.selected)} updates", level="warning")
-        self._round_ok = ok
-        missed = ClientFeedback(None)
-        self.selector.feedback(rnd.number, {c: rnd.feedback.get(c, missed) for c in rnd.selected})
-        self.conclude_round(ctx, rnd, ok)
-
-    def _submit_eval(self, ctx: Context) -> None:
-        self.eval_task_id = ctx.submit(self.make_eval_task(self.params))
-
-    def _after_eval(self, ctx: Context, result) -> None:  # FLServer's, with extra metrics and checkpoint state
-        rnd, self.round = self.round, None
-        self.record_extra(ctx, rnd)
-        self._record_round(ctx, rnd, result)
-        self.completed_round = rnd.number
-        ctx.checkpoint(rnd.number, self.checkpoint_tensors(), {"round": rnd.number, "virtual_time": ctx.now})
-        if self.completed_round >= self.settings.rounds:
-            self._finish(ctx, "all rounds done")
-        else:
-            self._begin_round(ctx)
-
-    def _finish(self, ctx: Context, reason: str) -> None:
-        for client in sorted(self.roster):
-            ctx.send(client, Message(self.KINDS.shutdown, {"reason": reason}))
-        ctx.stop()
-
-    def prepare_round(self, ctx: Context, number: int) -> None:
-        """Per-round state shared by every client's message (DS-FL: draw I_r)."""
-
-    def record_extra(self, ctx: Context, rnd: _Round) -> None:
-        """Protocol-specific round metrics, recorded before the standard ones (virtual_time stays last)."""
-
-    def checkpoint_tensors(self) -> Params:  # what ctx.checkpoint stores, and resume= gives back
-        return self.params
+    def accept_upload(self, msg: Message):
+        """The validated payload of one upload (raise ProtocolError to reject it)."""
+        raise NotImplementedError
 
     @staticmethod
     def reported_result(rnd: _Round) -> EvalResult:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
 from meshlearn.errors import ProtocolError
 from meshlearn.fl import messages as kinds
+from meshlearn.fl.messages import Kinds
 from meshlearn.fl.aggregate import AGGREGATORS, check_update
 from meshlearn.fl.selection import ClientFeedback, RandomSelector, Selector
 from meshlearn.node import Context, Node
@@ -68,7 +70,20 @@ class _Round:
 
 
 class FLServer(Node):
-    """Coordinates FedAvg/FedProx rounds over whichever clients join."""
+    """Coordinates FedAvg/FedProx rounds over whichever clients join.
+
+    Round control lives here once; protocols with other payloads (DS-FL, FD in ``dsfl.py`` /
+    ``fd.py``) replace ``KINDS`` and override these hooks:
+
+        prepare_round(ctx, number)          once per round, before messages go out
+        round_message(ctx, number, client)  the message to one selected client
+        accept(msg) -> (stored, samples)    validate an upload (raise ProtocolError to reject)
+        conclude_round(ctx, rnd, ok)        aggregate if ok, then `_submit_eval` (or `_after_eval`)
+        record_extra(ctx, rnd)              protocol metrics, before the standard ones
+        checkpoint_tensors()                what ctx.checkpoint stores and resume= gives back
+    """
+
+    KINDS: ClassVar[Kinds] = kinds.FL_KINDS
 
     def __init__(self, node_id: str, params: Params, settings: ServerSettings, eval_task_factory,
                  resume: tuple[int, Params] | None = None, selector: Selector | None = None):
@@ -97,9 +112,9 @@ class FLServer(Node):
             self._finish(ctx, "already complete")
 
     def on_message(self, ctx: Context, src: str, msg: Message) -> None:
-        if msg.kind == kinds.JOIN:
+        if msg.kind == self.KINDS.join:
             self._on_join(ctx, src, msg)
-        elif msg.kind == kinds.UPDATE:
+        elif msg.kind == self.KINDS.upload:
             self._on_update(ctx, src, msg)
         else:
             ctx.log(f"ignored message of kind {msg.kind!r} from {src}", level="warning")
@@ -130,13 +145,11 @@ class FLServer(Node):
             ctx.log(f"late or unexpected update from {src} (round {msg.meta.get('round')})")
             return
         try:
-            check_update(self.params, msg.tensors)
-            num_samples = _positive_int(msg.meta.get("num_samples"))
+            rnd.updates[src], num_samples = self.accept(msg)
         except ProtocolError as err:
             rnd.rejected += 1
             ctx.log(f"rejected update from {src}: {err}", level="warning")
             return
-        rnd.updates[src] = (msg.tensors, num_samples)
         rnd.feedback[src] = ClientFeedback(ctx.now - rnd.started_at, num_samples, _finite(msg.meta.get("loss")),
                                            _finite(msg.meta.get("sq_loss")))
         if len(rnd.updates) == len(rnd.selected):
@@ -149,8 +162,9 @@ class FLServer(Node):
         number = self.completed_round + 1
         selected = self._select(ctx)
         self.round = _Round(number, selected, {}, ctx.now, self._tx_mark, self._rx_mark)
+        self.prepare_round(ctx, number)
         for client in selected:
-            ctx.send(client, self._train_message(ctx, number))
+            ctx.send(client, self.round_message(ctx, number, client))
         ctx.set_timer("deadline", self.settings.round_deadline_s)
 
     def _select(self, ctx: Context) -> list[str]:
@@ -158,30 +172,54 @@ class FLServer(Node):
         k = self.settings.clients_per_round or max(1, math.ceil(self.settings.fraction * len(roster)))
         return self.selector.select(roster, min(k, len(roster)), ctx.now, ctx.rng)
 
-    def _train_message(self, ctx: Context, number: int) -> Message:
+    # ----- hooks (FedAvg / FedProx here; see the class docstring) ------------------------------
+    def prepare_round(self, ctx: Context, number: int) -> None:
+        """Per-round state shared by every client's message (DS-FL: draw the open subset)."""
+
+    def round_message(self, ctx: Context, number: int, client: str) -> Message:
         s = self.settings
         meta = dict(round=number, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
                     weight_decay=s.weight_decay, prox_mu=s.prox_mu, seed=int(ctx.rng.integers(2**31)))
-        return Message(kinds.TRAIN, meta, self.params)
+        return Message(self.KINDS.round, meta, self.params)
 
+    def accept(self, msg: Message) -> tuple[Any, int]:
+        """A validated upload: (what the round keeps, its sample count); ProtocolError rejects it."""
+        check_update(self.params, msg.tensors)
+        num_samples = _positive_int(msg.meta.get("num_samples"))
+        return (msg.tensors, num_samples), num_samples
+
+    def conclude_round(self, ctx: Context, rnd: _Round, ok: bool) -> None:
+        if ok:
+            self.params = self.aggregate(list(rnd.updates.values()))
+        self._submit_eval(ctx)
+
+    def record_extra(self, ctx: Context, rnd: _Round) -> None:
+        """Protocol-specific round metrics, recorded before the standard ones (virtual_time stays last)."""
+
+    def checkpoint_tensors(self) -> Params:
+        return self.params
+
+    # ----- closing a round ----------------------------------------------------------------
     def _close_round(self, ctx: Context) -> None:
         ctx.cancel_timer("deadline")
         rnd = self.round
         ok = len(rnd.updates) >= max(1, math.ceil(self.settings.min_completion * len(rnd.selected)))
-        if ok:
-            self.params = self.aggregate(list(rnd.updates.values()))
-        else:
+        if not ok:
             ctx.log(f"round {rnd.number} failed: {len(rnd.updates)}/{len(rnd.selected)} updates", level="warning")
         self._round_ok = ok
         missed = ClientFeedback(None)
         self.selector.feedback(rnd.number, {c: rnd.feedback.get(c, missed) for c in rnd.selected})
+        self.conclude_round(ctx, rnd, ok)
+
+    def _submit_eval(self, ctx: Context) -> None:
         self.eval_task_id = ctx.submit(self.make_eval_task(self.params))
 
     def _after_eval(self, ctx: Context, result) -> None:
         rnd, self.round = self.round, None
+        self.record_extra(ctx, rnd)
         self._record_round(ctx, rnd, result)
         self.completed_round = rnd.number
-        ctx.checkpoint(rnd.number, self.params, {"round": rnd.number, "virtual_time": ctx.now})
+        ctx.checkpoint(rnd.number, self.checkpoint_tensors(), {"round": rnd.number, "virtual_time": ctx.now})
         if self.completed_round >= self.settings.rounds:
             self._finish(ctx, "all rounds done")
         else:
@@ -201,7 +239,7 @@ class FLServer(Node):
 
     def _finish(self, ctx: Context, reason: str) -> None:
         for client in sorted(self.roster):
-            ctx.send(client, Message(kinds.SHUTDOWN, {"reason": reason}))
+            ctx.send(client, Message(self.KINDS.shutdown, {"reason": reason}))
         ctx.stop()
 
 
