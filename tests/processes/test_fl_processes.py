@@ -196,7 +196,7 @@ def test_decentralized_peers_run_as_real_processes_on_a_ring(tmp_path, algorithm
     sets = ["--set", f"fl.algorithm={algorithm}", "--set", "data.clients=4", "--set", "data.open_size=200",
             "--set", "data.partition=shards", "--set", "decentral.epochs=3", "--set", "decentral.eval_every=1",
             "--set", "network.topology=ring"]
-    env = {**os.environ, "MESHLEARN_SECRET": "ring-secret"}
+    env = {**os.environ, "MESHLEARN_SECRET": "ring-secret", "MESHLEARN_RUNS": str(tmp_path / "runs")}
     procs = []
     for pid in ids:
         book = [arg for other in ids if other != pid for arg in ("--peer", f"{other}=127.0.0.1:{ports[other]}")]
@@ -212,3 +212,8 @@ def test_decentralized_peers_run_as_real_processes_on_a_ring(tmp_path, algorithm
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out
         assert "epoch 3: accuracy" in out and "finished" in out, out
+    store = RunStore(tmp_path / "runs")
+    runs = {r.info["peer"]: store.open_run(r.id) for r in store.list_runs()}
+    assert sorted(runs) == ids and all(r.info["status"] == "completed" for r in runs.values())
+    for run in runs.values():  # every peer stored its own accuracy for each epoch
+        assert [row.round for row in run.metrics_reader().rows("accuracy")] == [1, 2, 3]

@@ -227,10 +227,16 @@ def peer_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a config key (the same on every peer)."),
     secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
     tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root for this peer's run "
+                                            "[default: $MESHLEARN_RUNS or ./runs]."),
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
-    """Run one decentralized peer (CMFD or gossip) over TCP with its topology neighbours."""
+    """Run one decentralized peer (CMFD or gossip) over TCP with its topology neighbours.
+
+    Each peer stores its own run (named CONFIG-NAME-PEER-ID) with its per-epoch accuracy."""
+    from meshlearn.config import to_toml
     from meshlearn.experiment.deploy import parse_address, peer_runtime
+    from meshlearn.experiment.run import RoundSink, run_info
 
     addresses = {}
     for item in peer:
@@ -241,9 +247,16 @@ def peer_cmd(
     cfg = load_experiment(config, set_)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    run = RunStore(runs_dir).create_run(f"{cfg.name}-{peer_id}", to_toml(cfg),
+                                        {**run_info(cfg), "mode": "peer", "peer": peer_id})
+    sink = RoundSink(run, lambda epoch, m: _say(f"epoch {epoch}: accuracy {m.get('accuracy', float('nan')):.4f}"))
     runtime, node = peer_runtime(cfg, peer_id, listen=parse_address(listen), addresses=addresses, secret=secret,
-                                 tls=tls, say=_say)
-    _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}")
-    finished = runtime.run_forever(timeout)
+                                 tls=tls, say=_say, sink=sink)
+    _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}; run {run.id}")
+    try:
+        finished = runtime.run_forever(timeout)
+    finally:
+        run.metrics.flush()
+    run.set_status("completed" if finished else "stopped")
     _say(f"{peer_id}: {'finished' if finished else 'timed out'}")
     sys.exit(0 if finished else 1)

@@ -116,8 +116,11 @@ class _PrintSink:
 
 def peer_runtime(cfg: ExperimentConfig, peer_id: str, *, listen: tuple[str, int],
                  addresses: dict[str, tuple[str, int]], secret: bytes | None, tls: TLSFiles | None = None,
-                 say=print):
-    """One decentralized peer (cmfd / gossip) listening on `listen`, talking to its topology neighbours."""
+                 say=print, sink=None):
+    """One decentralized peer (cmfd / gossip) listening on `listen`, talking to its topology neighbours.
+
+    ``sink`` receives its per-epoch metrics (e.g. a ``RoundSink`` into the run store); without one
+    they are only printed."""
     from meshlearn.experiment.build import peer_topology
     from meshlearn.fl.decentral import EpochLedger, build_cmfd, build_gossip
 
@@ -135,7 +138,7 @@ def peer_runtime(cfg: ExperimentConfig, peer_id: str, *, listen: tuple[str, int]
     node.ledger = EpochLedger([peer_id])  # this process sees only its own epochs
     ssl_server, ssl_client = tls.contexts() if tls else (None, None)
     runtime = AsyncioRuntime(listen=listen, peers=addresses, secret=secret, ssl_server=ssl_server,
-                             ssl_client=ssl_client, executor=InlineExecutor(ws), sink=_PrintSink(say),
+                             ssl_client=ssl_client, executor=InlineExecutor(ws), sink=sink or _PrintSink(say),
                              codec=_codec(cfg), seed=cfg.seed)
     runtime.add_node(node)
     return runtime, node
