@@ -1,0 +1,159 @@
+"""SplitHead / SplitTail in the simulator, with toy numpy models (no torch).
+
+Toy task: a sample is a positive vector whose largest element sits at its label; the "head" is the
+identity, the "tail" is argmax. A lost packet zero-fills its elements, so a sample goes wrong
+exactly when the packet holding its peak is lost.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from meshlearn.errors import UsageError
+from meshlearn.node import Node
+from meshlearn.overlay.simnet import overlay_simulator
+from meshlearn.split.channel import ChannelSpec, encode_packets, packet_plan
+from meshlearn.split.nodes import SplitHead, SplitTail, injected_losses
+from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
+
+N_ELEMENTS = 64
+SPEC = ChannelSpec(quant="fp16", elements_per_packet=16, deadline_s=0.05)  # 4 packets per sample
+
+
+def toy_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_ELEMENTS, n)
+    x = rng.random((n, N_ELEMENTS)).astype(np.float32)
+    x[np.arange(n), labels] = 2.0
+    return x, labels
+
+
+def run(n: int = 40, *, loss: float = 0.0, seed: int = 0, sim_seed: int = 0, spec: ChannelSpec = SPEC,
+        tail_spec: ChannelSpec | None = None, window: int = 1):
+    x, y = toy_data(n)
+    head = SplitHead("head", "tail", lambda s: s, x, y, spec, loss=loss, seed=seed, window=window)
+    tail = SplitTail("tail", lambda z: int(np.argmax(z)), (N_ELEMENTS,), tail_spec or spec)
+    sim = overlay_simulator([head, tail], seed=sim_seed)
+    sim.run(until=600)
+    return head, tail, sim
+
+
+def expected_accuracy(n: int, loss: float, seed: int, spec: ChannelSpec = SPEC) -> float:
+    """What the channel alone predicts: a sample is right iff the packet with its peak was sent."""
+    x, y = toy_data(n)
+    order, per, packets = packet_plan(N_ELEMENTS, spec)
+    where = np.argsort(order) // per  # packet holding each element
+    hits = [not injected_losses(seed, i, packets, loss)[where[label]] for i, label in enumerate(y)]
+    return 100 * float(np.mean(hits))
+
+
+def test_lossless_run_answers_every_sample_correctly():
+    head, tail, sim = run(20)
+    summary = head.summary()
+    assert head.done and summary["accuracy_pct"] == 100.0 and summary["misses"] == 0
+    assert summary["injected_loss"] == 0.0 and summary["accepted_of_sent"] == 1.0
+    assert tail.stats["samples"] == 20 and tail.stats["packets"] == 80
+    # all four packets arrived: the tail answered at once, long before its 50 ms deadline
+    assert summary["latency_ms_p95"] < 10
+    assert sim.context("head").tx_bytes == 20 * summary["wire_bytes_per_sample"]
+
+
+def test_injected_losses_are_keyed_by_seed_and_sample_not_by_the_runtime():
+    a = injected_losses(7, 3, 100, 0.3)
+    assert np.array_equal(a, injected_losses(7, 3, 100, 0.3))
+    assert not np.array_equal(a, injected_losses(7, 4, 100, 0.3))
+    assert not np.array_equal(a, injected_losses(8, 3, 100, 0.3))
+    assert 0.15 < a.mean() < 0.45 and not injected_losses(7, 3, 100, 0.0).any()
+    # different simulator seeds (other node rng streams, other link jitter): identical predictions
+    h1, _, _ = run(60, loss=0.3, seed=5, sim_seed=0)
+    h2, _, _ = run(60, loss=0.3, seed=5, sim_seed=99)
+    assert np.array_equal(h1.predictions(), h2.predictions())
+    assert h1.summary()["accuracy_pct"] == pytest.approx(expected_accuracy(60, 0.3, 5))
+
+
+def test_lossy_samples_wait_for_the_deadline_and_fully_dropped_ones_are_immediate_misses():
+    head, tail, _ = run(60, loss=0.5, seed=1)
+    full = [r for r in head.results.values() if r.sent == r.packets]
+    partial = [r for r in head.results.values() if 0 < r.sent < r.packets]
+    nothing = [r for r in head.results.values() if r.sent == 0]
+    assert full and partial and nothing
+    assert all(r.latency_s < 0.01 for r in full)
+    assert all(0.05 <= r.latency_s < 0.06 for r in partial)  # first arrival + deadline
+    assert all(r.prediction == -1 and math.isnan(r.latency_s) and r.wire_bytes == 0 for r in nothing)
+    assert all(r.accepted == r.sent for r in partial)  # the LAN link loses nothing
+    assert head.summary()["misses"] == len(nothing)
+    assert tail.stats["samples"] == len(full) + len(partial)
+
+
+def test_reach_rate_lets_the_tail_answer_before_the_deadline():
+    spec = ChannelSpec(quant="fp16", elements_per_packet=16, deadline_s=0.05, reach_rate=0.5)
+    head, _, _ = run(30, loss=0.3, seed=2, spec=spec)
+    answered = [r for r in head.results.values() if r.prediction >= 0 and r.sent >= 2]
+    assert answered and all(r.latency_s < 0.01 for r in answered)
+
+
+def test_window_keeps_several_samples_in_flight_with_the_same_answers():
+    one, _, _ = run(40, loss=0.3, seed=3)
+    four, _, _ = run(40, loss=0.3, seed=3, window=4)
+    assert np.array_equal(one.predictions(), four.predictions())
+
+
+def test_a_tail_with_another_channel_spec_drops_and_counts_the_chunks():
+    other = ChannelSpec(quant="fp16", elements_per_packet=16, deadline_s=0.05, perm_seed=1)
+    assert spec_digest(other) != spec_digest(SPEC)
+    head, tail, _ = run(5, tail_spec=other)
+    assert tail.stats["spec_mismatch"] == 20 and tail.stats["samples"] == 0
+    assert head.summary()["misses"] == 5 and head.summary()["accuracy_pct"] == 0.0
+
+
+class Injector(Node):
+    """Sends hand-made chunks to the tail: undecodable, duplicate and late ones."""
+
+    def __init__(self, chunks: list[tuple[float, TensorChunk]]):
+        super().__init__("evil")
+        self.chunks, self.replies = chunks, []
+
+    def on_start(self, ctx):
+        for i, _ in enumerate(self.chunks):
+            ctx.set_timer(str(i), self.chunks[i][0])
+
+    def on_timer(self, ctx, name):
+        ctx.send("tail", self.chunks[int(name)][1], reliable=False)
+
+    def on_message(self, ctx, src, msg):
+        self.replies.append((ctx.now, msg))
+
+
+def test_tail_counts_bad_duplicate_and_late_chunks_and_answers_once():
+    x, _ = toy_data(1)
+    bodies = encode_packets(x[0], SPEC, tag=9)
+    digest = spec_digest(SPEC)
+    bad = bytearray(bodies[0])
+    bad[-1:] = b""  # one payload byte short
+    chunks = [(0.0, TensorChunk(digest, bytes(bad))), (0.0, TensorChunk(digest, bodies[0])),
+              (0.001, TensorChunk(digest, bodies[0])), (0.002, TensorChunk(digest, bodies[1])),
+              (0.2, TensorChunk(digest, bodies[2]))]
+    evil = Injector(chunks)
+    tail = SplitTail("tail", lambda z: int(np.argmax(z)), (N_ELEMENTS,), SPEC)
+    sim = overlay_simulator([evil, tail])
+    sim.run(until=1.0)
+    assert tail.stats["rejected"] == 1 and tail.stats["duplicates"] == 1 and tail.stats["late"] == 1
+    assert tail.stats["samples"] == 1
+    (t, reply), = evil.replies
+    assert isinstance(reply, SplitReply) and (reply.sample, reply.accepted, reply.total) == (9, 2, 4)
+    assert 0.05 < t < 0.052  # deadline counted from the first accepted chunk
+
+
+def test_bad_arguments_say_what_to_pass():
+    x, y = toy_data(2)
+    with pytest.raises(UsageError, match="deadline"):
+        SplitTail("tail", int, (N_ELEMENTS,), ChannelSpec())
+    with pytest.raises(UsageError, match="loss"):
+        SplitHead("head", "tail", lambda s: s, x, y, SPEC, loss=1.0)
+    with pytest.raises(UsageError, match="window"):
+        SplitHead("head", "tail", lambda s: s, x, y, SPEC, window=0)
+    with pytest.raises(UsageError, match="labels"):
+        SplitHead("head", "tail", lambda s: s, x, y[:1], SPEC)
