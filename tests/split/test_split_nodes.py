@@ -157,3 +157,39 @@ def test_bad_arguments_say_what_to_pass():
         SplitHead("head", "tail", lambda s: s, x, y, SPEC, window=0)
     with pytest.raises(UsageError, match="labels"):
         SplitHead("head", "tail", lambda s: s, x, y[:1], SPEC)
+
+
+def test_cli_trains_infers_in_simulation_and_renders_a_heatmap(tmp_path, capsys, monkeypatch):
+    import json
+
+    import torch
+
+    from meshlearn.cli import main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    monkeypatch.delenv("MESHLEARN_SECRET", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        model = tmp_path / "cnn.safetensors"
+        code, out, _ = cli("split", "train", "--out", str(model), "--epochs", "2")
+        assert code == 0 and json.loads(out)["cut_shape"] == [32, 8, 8]
+        code, out, _ = cli("split", "infer", "--model", str(model), "--simulate", "--samples", "30", "--loss", "0.3")
+        result = json.loads(out)
+        assert code == 0 and result["samples"] == 30 and result["mode"] == "simulated"
+        assert len(result["predictions"]) == 30 and 0.1 < result["injected_loss"] < 0.5
+        code, out, _ = cli("split", "heatmap", "--model", str(model), "--out", str(tmp_path / "h.png"))
+        assert code == 0 and (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+        code, _, err = cli("split", "infer", "--model", str(tmp_path / "none"), "--simulate")
+        assert code == 2 and "split train --out" in err and err.count("\n") == 1
+        code, _, err = cli("split", "serve", "--model", str(model), "--listen", "127.0.0.1:0")
+        assert code == 2 and "no cluster secret" in err
+    finally:
+        torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-from meshlearn.cli import data, deploy, overlay, run, runs  # noqa: E402  (commands register on `app`)
+from meshlearn.cli import data, deploy, overlay, run, runs, split  # noqa: E402  (commands register on `app`)
 
 __all__ = ["app", "main"]
 
