@@ -52,8 +52,8 @@ where COMtune misses the 70 % half of the bar. The reason is that with 8 packets
 samples lose every packet. So no single setting meets both halves on digits. MNIST
 (``--mnist DIR``) was not run: there are no IDX files on this machine. Fine-tuning the head too
 (``--part all``) made no difference in the scan (pool3, 16 packets, 3 seeds: within 0.5 points
-of tail-only at 50 and 70 %), so the default stays tail-only. Across COMtune models the p used in training matters little at or below
-its p; a higher p gains 1–3 points at 80–90 % loss.
+of tail-only at 50 and 70 %), so the default stays tail-only. Across COMtune models the p used
+in training matters little at or below its p; a higher p gains 1–3 points at 80–90 % loss.
 """
 
 from __future__ import annotations
