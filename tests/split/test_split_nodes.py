@@ -109,6 +109,17 @@ def test_a_tail_with_another_channel_spec_drops_and_counts_the_chunks():
     assert head.summary()["misses"] == 5 and head.summary()["accuracy_pct"] == 0.0
 
 
+def test_run_offsets_sample_tags_so_a_restarted_head_is_new_to_the_tail():
+    x, y = toy_data(20)
+    tail = SplitTail("tail", lambda z: int(np.argmax(z)), (N_ELEMENTS,), SPEC, forget_s=100.0)
+    answers = []
+    for run_id in (2**32 - 5, 2**32 - 5, 1000):  # wraps around 2**32; the repeat finds every tag answered
+        head = SplitHead("head", "tail", lambda s: s, x, y, SPEC, run=run_id)
+        overlay_simulator([head, tail]).run(until=60)
+        answers.append(head.summary()["answered"])
+    assert answers == [20, 0, 20] and tail.stats["late"] == 80
+
+
 class Injector(Node):
     """Sends hand-made chunks to the tail: undecodable, duplicate and late ones."""
 
@@ -155,6 +166,8 @@ def test_bad_arguments_say_what_to_pass():
         SplitHead("head", "tail", lambda s: s, x, y, SPEC, loss=1.0)
     with pytest.raises(UsageError, match="window"):
         SplitHead("head", "tail", lambda s: s, x, y, SPEC, window=0)
+    with pytest.raises(UsageError, match="32 bits"):
+        SplitHead("head", "tail", lambda s: s, x, y, SPEC, run=2**32)
     with pytest.raises(UsageError, match="labels"):
         SplitHead("head", "tail", lambda s: s, x, y[:1], SPEC)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -171,13 +172,13 @@ def tail_fn(split):
 
 
 def build_nodes(split, meta: dict[str, Any], spec, *, samples: int, loss: float, seed: int,
-                reply_timeout: float, window: int, head_id: str = HEAD_ID):
+                reply_timeout: float, window: int, head_id: str = HEAD_ID, run: int = 0):
     """``(SplitHead, SplitTail)`` over the model file's test samples (what both commands run)."""
     from meshlearn.split.nodes import SplitHead, SplitTail
 
     x, y = test_samples(meta, samples)
     head = SplitHead(head_id, TAIL_ID, head_fn(split), x, y, spec, loss=loss, seed=seed,
-                     reply_timeout_s=reply_timeout, window=window)
+                     reply_timeout_s=reply_timeout, window=window, run=run)
     return head, SplitTail(TAIL_ID, tail_fn(split), split.cut_shape, spec)
 
 
@@ -304,7 +305,7 @@ def infer_cmd(
     _torch_threads()
     split, meta = load_split_model(model)
     head, tail = build_nodes(split, meta, spec, samples=samples, loss=loss, seed=seed, reply_timeout=reply_timeout,
-                             window=window, head_id=node_id)
+                             window=window, head_id=node_id, run=0 if simulate_ else secrets.randbits(32))
     t0 = time.perf_counter()
     if simulate_:
         simulate(head, tail, seed=seed)

@@ -16,7 +16,9 @@ got: a simulated run and a real run with the same seed drop exactly the same pac
 whose packets are all dropped is a miss at once (the head knows nothing was sent, so no answer
 can come). Real network loss comes on top, in real runs and through the simulator's link model.
 
-The tail keys state on ``(src, sample)``; the first packet of a sample arms a deadline timer
+Sample ``i`` travels as channel tag ``(run + i) mod 2**32``; the CLI draws ``run`` at random
+per invocation, so a restarted head never collides with what the tail remembers of the last one.
+The tail keys state on ``(src, tag)``; the first packet of a sample arms a deadline timer
 (``spec.deadline_s``); the tail runs when the deadline fires, when ``spec.reach_rate`` of the
 packets have arrived, or when all have. It reconstructs with zero-fill (``spec.rescale`` applies),
 runs ``tail_fn`` and replies with one unreliable ``SplitReply``. Packets of an answered sample are
@@ -43,6 +45,7 @@ from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
 
 __all__ = ["SplitHead", "SplitTail", "SampleResult", "injected_losses"]
 
+_TAG_MASK = 0xFFFFFFFF
 HeadFn = Callable[[np.ndarray], np.ndarray]
 TailFn = Callable[[np.ndarray], int]
 
@@ -81,7 +84,7 @@ class SplitHead(Node):
 
     def __init__(self, node_id: str, tail: str, head_fn: HeadFn, samples: Sequence[np.ndarray],
                  labels: Sequence[int], spec: ChannelSpec, *, loss: float = 0.0, seed: int = 0,
-                 reply_timeout_s: float = 1.0, window: int = 1):
+                 reply_timeout_s: float = 1.0, window: int = 1, run: int = 0):
         super().__init__(node_id)
         if len(samples) != len(labels) or not len(samples):
             raise UsageError(f"need as many labels as samples (at least one), got {len(samples)} and {len(labels)}")
@@ -94,6 +97,9 @@ class SplitHead(Node):
         self.tail, self.head_fn, self.samples, self.labels = tail, head_fn, samples, [int(y) for y in labels]
         self.spec, self.digest, self.loss, self.seed = spec, spec_digest(spec), float(loss), int(seed)
         self.reply_timeout_s, self.window = float(reply_timeout_s), int(window)
+        if not 0 <= int(run) <= _TAG_MASK:
+            raise UsageError(f"run must fit in 32 bits, got {run}")
+        self.run = int(run)  # sample i travels as tag (run + i) mod 2**32: a restarted head is new to the tail
         self.results: dict[int, SampleResult] = {}
         self._flight: dict[int, tuple[float, int, int, int]] = {}  # sample -> (start, packets, sent, bytes)
         self._next = 0
@@ -103,12 +109,15 @@ class SplitHead(Node):
         self._fill(ctx)
 
     def on_message(self, ctx: Context, src: str, msg: Any) -> None:
-        if src != self.tail or not isinstance(msg, SplitReply) or msg.sample not in self._flight:
-            return  # a stranger, another packet type, or a reply after its timeout: ignore
-        ctx.cancel_timer(f"reply {msg.sample}")
-        start, packets, sent, nbytes = self._flight.pop(msg.sample)
-        self._finish(ctx, SampleResult(msg.sample, self.labels[msg.sample], msg.prediction, packets, sent,
-                                       msg.accepted, nbytes, ctx.now - start))
+        if src != self.tail or not isinstance(msg, SplitReply):
+            return
+        i = (msg.sample - self.run) & _TAG_MASK
+        if i not in self._flight:
+            return  # a reply after its timeout, or for another run: ignore
+        ctx.cancel_timer(f"reply {i}")
+        start, packets, sent, nbytes = self._flight.pop(i)
+        self._finish(ctx, SampleResult(i, self.labels[i], msg.prediction, packets, sent, msg.accepted, nbytes,
+                                       ctx.now - start))
 
     def on_timer(self, ctx: Context, name: str) -> None:
         kind, _, arg = name.partition(" ")
@@ -131,7 +140,7 @@ class SplitHead(Node):
     def _send_sample(self, ctx: Context, i: int) -> None:
         start = ctx.now
         z = np.asarray(self.head_fn(self.samples[i]), np.float32)
-        bodies = encode_packets(z, self.spec, tag=i)
+        bodies = encode_packets(z, self.spec, tag=(self.run + i) & _TAG_MASK)
         dropped = injected_losses(self.seed, i, len(bodies), self.loss)
         nbytes = sum(ctx.send(self.tail, TensorChunk(self.digest, body), reliable=False)
                      for body, lost in zip(bodies, dropped) if not lost)
@@ -214,8 +223,10 @@ class SplitTail(Node):
             return
         key = (src, msg.sample)
         if key in self._answered:
-            self.stats["late"] += 1
-            return
+            if ctx.now - self._answered[key] < self.forget_s:
+                self.stats["late"] += 1
+                return
+            del self._answered[key]  # long ago: the same tag again is a new sample
         got = self._pending.get(key)
         if got is None:
             got = self._pending[key] = {}
