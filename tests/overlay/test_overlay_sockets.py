@@ -1,6 +1,7 @@
 """Overlay nodes over real UDP sockets in one process: SWIM joins and rejects forged rumours, Chord converges."""
 
 import asyncio
+import random
 import socket
 
 import pytest
@@ -15,13 +16,20 @@ KEY = b"cluster-key"
 
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """n ports free for both TCP and UDP, below the kernel's ephemeral range (32768+), so outbound
+    connections of other tests cannot take them between this check and the bind."""
+    found: list[int] = []
+    while len(found) < n:
+        port = random.randrange(20_000, 32_000)
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        if port not in found:
+            found.append(port)
+    return found
 
 
 async def attack(targets: list[tuple[str, int]], victim: str) -> None:
