@@ -60,21 +60,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_split_channel import train  # noqa: E402  (the same training as the channel benchmark)
-
-from meshlearn.data import load_dataset  # noqa: E402
-from meshlearn.models import build_model  # noqa: E402
-from meshlearn.split.channel import ChannelSpec  # noqa: E402
-from meshlearn.split.comtune import comtune, loss_curve  # noqa: E402
-from meshlearn.split.model import split_model  # noqa: E402
+from meshlearn.data import load_dataset
+from meshlearn.models import build_model
+from meshlearn.split.channel import ChannelSpec
+from meshlearn.split.comtune import comtune, loss_curve
+from meshlearn.split.model import fit_classifier, split_model
 
 RATES = tuple(round(0.1 * i, 1) for i in range(11))
 TUNE_PS = (0.3, 0.5, 0.7)
@@ -88,7 +84,7 @@ def data(seed: int, mnist: str | None):
 def run_seed(seed: int, args: argparse.Namespace, spec: ChannelSpec) -> dict:
     tr, train_xy, test_xy = data(seed, args.mnist)
     model = build_model("split_cnn", tr.input_shape, tr.num_classes, seed=seed)
-    train(model, *train_xy, args.epochs, seed)
+    fit_classifier(model, *train_xy, epochs=args.epochs, seed=seed)
     plain = split_model(model, args.cut, tr.input_shape)
     models = {"plain": plain}
     for p in TUNE_PS:

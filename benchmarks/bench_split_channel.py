@@ -53,46 +53,20 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from meshlearn.data import load_dataset
 from meshlearn.models import build_model
 from meshlearn.net import BernoulliLoss, NoLoss
 from meshlearn.net.devices import DeviceProfile, server_profile
-from meshlearn.split import ChannelSpec, end_to_end_latency, over_loss_model, packet_plan, simulate_batch, transmit
+from meshlearn.split import ChannelSpec, end_to_end_latency, over_loss_model, transmit
 from meshlearn.split.heatmap import render_heatmaps
-from meshlearn.split.model import SplitModel, split_model
+from meshlearn.split.comtune import accuracy_under_loss
+from meshlearn.split.model import SplitModel, fit_classifier, split_model
 
 CUT = "relu2"
 LOSS_RATES = (0.0, 0.1, 0.3, 0.5, 0.7)
 DEVICE = DeviceProfile(flops=2e8, up_bps=1e6, down_bps=5e6)  # the ``iot`` median
 UPLINK = {"bandwidth_bps": 1e6, "latency_s": 0.01}
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, lr: float = 2e-3) -> None:
-    """Plain Adam on cross-entropy, mini-batches of 64 in a seeded order."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-
-
-def accuracy_through(split: SplitModel, x: torch.Tensor, y: np.ndarray, spec: ChannelSpec,
-                     loss: float, rng: np.random.Generator) -> float:
-    """Accuracy with every test sample's cut tensor sent through ``spec`` under Bernoulli ``loss``."""
-    with torch.no_grad():
-        z = split.encode(x).numpy()
-    _, _, packets = packet_plan(split.cut_numel, spec)
-    mask = ~BernoulliLoss(loss).sample(len(z) * packets, rng).reshape(len(z), packets)
-    z_hat, _ = simulate_batch(z, spec, mask)
-    with torch.no_grad():
-        pred = split.decode(torch.from_numpy(z_hat)).argmax(1).numpy()
-    return float((pred == y).mean())
 
 
 def wire_and_latency(split: SplitModel, x: torch.Tensor, spec: ChannelSpec, n: int = 50) -> tuple[float, float]:
@@ -112,7 +86,7 @@ def loss_sweep(split: SplitModel, x: torch.Tensor, y: np.ndarray, repeats: int, 
         spec = ChannelSpec(quant="fp16", elements_per_packet=512, order=order)
         rng = np.random.default_rng(seed)
         out[order] = {f"{p:.1f}": round(100 * float(np.mean(
-            [accuracy_through(split, x, y, spec, p, rng) for _ in range(repeats)])), 2) for p in LOSS_RATES}
+            [accuracy_under_loss(split, x, y, spec, p, rng) for _ in range(repeats)])), 2) for p in LOSS_RATES}
     return out
 
 
@@ -126,7 +100,7 @@ def byte_table(base: SplitModel, bottlenecks: dict[int, SplitModel], x: torch.Te
     for name, model, spec in cases:
         wire, latency = wire_and_latency(model, x, spec)
         rows.append({"channel": name, "cut_elements": model.cut_numel,
-                     "accuracy_pct": round(100 * accuracy_through(model, x, y, spec, 0.0, rng), 2),
+                     "accuracy_pct": round(100 * accuracy_under_loss(model, x, y, spec, 0.0, rng), 2),
                      "wire_bytes_per_sample": round(wire, 1), "latency_ms": round(1e3 * latency, 2)})
     fp32 = rows[0]["wire_bytes_per_sample"]
     for row in rows:
@@ -156,12 +130,12 @@ def main() -> None:
     xtr, ytr = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
     xte, yte = torch.from_numpy(test_set.x), test_set.y
     model = build_model("split_cnn", train_set.input_shape, 10, seed=args.seed)
-    train(model, xtr, ytr, args.epochs, args.seed)
+    fit_classifier(model, xtr, ytr, epochs=args.epochs, seed=args.seed)
     base = split_model(model, CUT, train_set.input_shape)
     bottlenecks = {}
     for k in (8, 4):
         bottlenecks[k] = split_model(model, CUT, train_set.input_shape, bottleneck=k, seed=args.seed)
-        train(bottlenecks[k], xtr, ytr, max(1, args.epochs // 2), args.seed + k, lr=1e-3)
+        fit_classifier(bottlenecks[k], xtr, ytr, epochs=max(1, args.epochs // 2), seed=args.seed + k, lr=1e-3)
     result = {
         "setup": {"model": "split_cnn", "cut": CUT, "cut_shape": list(base.cut_shape), "epochs": args.epochs,
                   "repeats": args.repeats, "seed": args.seed, "test_samples": len(yte),

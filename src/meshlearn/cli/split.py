@@ -75,31 +75,17 @@ def channel_spec(quant: str = "fp16", bits: int = 8, elements: int = 512, order:
 def train_split_model(*, epochs: int = 15, seed: int = 0, cut: str = "relu2", bottleneck: int | None = None):
     """``(SplitModel, meta)``: split_cnn trained on digits with Adam, cut after ``cut``."""
     import torch
-    from torch import nn
-
     from meshlearn.data import load_dataset
     from meshlearn.models import build_model
-    from meshlearn.split.model import split_model
+    from meshlearn.split.model import fit_classifier, split_model
 
     train_set, test_set = load_dataset("digits", seed=seed)
     x, y = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
     model = build_model("split_cnn", train_set.input_shape, train_set.num_classes, seed=seed)
-
-    def fit(net: nn.Module, n_epochs: int, lr: float) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        net.train()
-        for _ in range(n_epochs):
-            for idx in torch.randperm(len(x), generator=gen).split(64):
-                opt.zero_grad()
-                nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-                opt.step()
-        net.eval()
-
-    fit(model, epochs, 2e-3)
+    fit_classifier(model, x, y, epochs=epochs, seed=seed, lr=2e-3)
     split = split_model(model, cut, train_set.input_shape, bottleneck=bottleneck, seed=seed)
     if bottleneck is not None:
-        fit(split, max(1, epochs // 2), 1e-3)  # the bottleneck starts untrained
+        fit_classifier(split, x, y, epochs=max(1, epochs // 2), seed=seed, lr=1e-3)  # the bottleneck starts untrained
     with torch.no_grad():
         acc = float((split(torch.from_numpy(test_set.x)).argmax(1).numpy() == test_set.y).mean())
     meta = dict(model="split_cnn", cut=cut, bottleneck=bottleneck or 0, dataset="digits", data_seed=seed,

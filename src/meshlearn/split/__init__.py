@@ -38,7 +38,8 @@ from meshlearn.split.channel import (
 )
 from meshlearn.split.heatmap import channel_grid, heatmap_png, png_bytes, render_heatmaps
 
-_MODEL_NAMES = ("SplitModel", "SplitPoint", "make_bottleneck", "split_cnn", "split_model", "split_points")
+_MODEL_NAMES = ("SplitModel", "SplitPoint", "fit_classifier", "make_bottleneck", "split_cnn", "split_model",
+                "split_points")
 
 __all__ = [
     "HEADER", "ChannelResult", "ChannelSpec", "DecodedPacket", "Deliver", "Delivery", "Latency", "channel_grid", "cut_delivery",

@@ -31,7 +31,8 @@ from torch import nn
 from meshlearn.errors import UsageError
 from meshlearn.models.zoo import MODELS, flops_per_sample
 
-__all__ = ["SplitPoint", "SplitModel", "split_points", "split_model", "split_cnn", "make_bottleneck"]
+__all__ = ["SplitPoint", "SplitModel", "split_points", "split_model", "split_cnn", "make_bottleneck",
+           "fit_classifier"]
 
 
 @dataclass(frozen=True)
@@ -206,3 +207,19 @@ def split_cnn(input_shape: tuple[int, ...], num_classes: int, channels: Sequence
     layers["relu_fc"] = nn.ReLU()
     layers["out"] = nn.Linear(int(hidden), num_classes)
     return nn.Sequential(layers)
+
+
+def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
+                   lr: float = 2e-3, batch_size: int = 64) -> nn.Module:
+    """Plain Adam on cross-entropy in seeded mini-batches; leaves ``model`` in eval mode.
+
+    The one training loop of the split experiments (benchmarks, ``meshlearn split train``, NASC)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()

@@ -53,7 +53,7 @@ from meshlearn.models.zoo import flops_per_sample
 from meshlearn.net.devices import DeviceProfile
 from meshlearn.net.packetizer import DEFAULT_HEADER_BYTES
 from meshlearn.split.channel import HEADER, ChannelSpec, Latency, end_to_end_latency, packet_plan, simulate_batch
-from meshlearn.split.model import SplitPoint, make_bottleneck, split_model, split_points
+from meshlearn.split.model import SplitPoint, fit_classifier, make_bottleneck, split_model, split_points
 
 __all__ = [
     "Candidate", "CandidateCost", "NascSettings", "Estimator", "FinetuneEstimator", "channel_spec", "wire_bytes",
@@ -278,19 +278,6 @@ def latency_ordered_search(costs: Sequence[CandidateCost], run: _Run) -> Candida
 # ---------------------------------------------------------------- the real estimator
 
 
-def _fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, lr: float) -> None:
-    """Adam on cross-entropy, mini-batches of 64 in a seeded order (as bench_split_channel.train)."""
-    gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval()
-
-
 class FinetuneEstimator:
     """Trains ``settings.model`` on ``settings.dataset`` once; per (cut, k) fine-tunes a bottleneck.
 
@@ -312,7 +299,7 @@ class FinetuneEstimator:
         self.data = {"val": (t(train_set.x[va]), train_set.y[va]), "test": (t(test_set.x), test_set.y)}
         self.input_shape = tuple(train_set.input_shape)
         self.base = build_model(settings.model, self.input_shape, train_set.num_classes, seed=self.seed)
-        _fit(self.base, self.x, self.y, settings.epochs, self.seed, lr=2e-3)
+        fit_classifier(self.base, self.x, self.y, epochs=settings.epochs, seed=self.seed, lr=2e-3)
         self.points = split_points(self.base, self.input_shape)
         self._models: dict[tuple[str, int | None], torch.nn.Module] = {}
         self.trainings = 0
@@ -329,7 +316,8 @@ class FinetuneEstimator:
         if key not in self._models:
             model = split_model(self.base, cut, self.input_shape, bottleneck=k, seed=self.seed)
             if k is not None:
-                _fit(model, self.x, self.y, self.settings.finetune_epochs, self.seed + 7919 * (k + 1), lr=1e-3)
+                fit_classifier(model, self.x, self.y, epochs=self.settings.finetune_epochs,
+                               seed=self.seed + 7919 * (k + 1), lr=1e-3)
                 self.trainings += 1
             self._models[key] = model
         return self._models[key]
