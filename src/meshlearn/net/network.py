@@ -92,12 +92,13 @@ class Network:
 
     def reachable(self, src: str, dst: str) -> bool:
         """True when ``src`` may send to ``dst`` now (an edge exists and no partition separates them)."""
-        self._check_node(src)
-        self._check_node(dst)
         if src == dst:
             raise UsageError(f"{src!r} sends to itself; deliver locally instead of through the network")
-        if self.topology is not None and not self.topology.has_edge(src, dst):
-            return False
+        if self.topology is not None:
+            self._check_node(src)
+            self._check_node(dst)
+            if not self.topology.has_edge(src, dst):
+                return False
         return self._group is None or self._group.get(src, -1) == self._group.get(dst, -1)
 
     def _check_node(self, node: str) -> None:
@@ -162,11 +163,9 @@ class Network:
         Same model as ``transmit_datagram`` without building a mask; messages larger than one
         packet go through it (all packets must arrive).
         """
-        if (self.topology is not None or self._group is not None or src == dst) and not self.reachable(src, dst):
+        if not self.reachable(src, dst):
             return None
-        link = self.links.get(src) if self.link_scope == "sender" else None
-        if link is None:
-            link = self.link(src, dst)
+        link = self.link(src, dst)
         if nbytes > link.max_payload:
             result = self.transmit_datagram(src, dst, nbytes, now)
             return result.arrival if result.delivered else None

@@ -135,44 +135,36 @@ class _TuplePacket(Packet, tuple):
 
 
 # ----- Chord ----------------------------------------------------------------------------------
+class _LookupPacket(_TuplePacket):
+    """A lookup request or its answer: (req u32, key u32, peer, hops u8)."""
+
+    __slots__ = ()
+
+    @property
+    def wire_size(self) -> int:
+        return 10 + _peer_size(self[2])
+
+    def encode(self) -> bytes:
+        return struct.pack(">BII", self.TAG, self[0], self[1]) + _enc_peer(self[2]) + _U8.pack(self[3])
+
+    @classmethod
+    def decode(cls, data: bytes):
+        r = _check_tag(cls, data)
+        out = cls(r.u32(), r.u32(), r.peer(), r.u8())
+        r.end()
+        return out
+
+
 @register_packet
-class FindSuccessor(_TuplePacket):
+class FindSuccessor(_LookupPacket):
     __slots__ = ()
     TAG, kind, FIELDS = 0x90, "chord.find_successor", ("req", "key", "origin", "hops")
 
-    @property
-    def wire_size(self) -> int:
-        return 10 + _peer_size(self[2])
-
-    def encode(self) -> bytes:
-        return struct.pack(">BII", self.TAG, self[0], self[1]) + _enc_peer(self[2]) + _U8.pack(self[3])
-
-    @classmethod
-    def decode(cls, data: bytes) -> "FindSuccessor":
-        r = _check_tag(cls, data)
-        out = cls(r.u32(), r.u32(), r.peer(), r.u8())
-        r.end()
-        return out
-
 
 @register_packet
-class FoundSuccessor(_TuplePacket):
+class FoundSuccessor(_LookupPacket):
     __slots__ = ()
     TAG, kind, FIELDS = 0x91, "chord.found_successor", ("req", "key", "succ", "hops")
-
-    @property
-    def wire_size(self) -> int:
-        return 10 + _peer_size(self[2])
-
-    def encode(self) -> bytes:
-        return struct.pack(">BII", self.TAG, self[0], self[1]) + _enc_peer(self[2]) + _U8.pack(self[3])
-
-    @classmethod
-    def decode(cls, data: bytes) -> "FoundSuccessor":
-        r = _check_tag(cls, data)
-        out = cls(r.u32(), r.u32(), r.peer(), r.u8())
-        r.end()
-        return out
 
 
 class _SeqPacket(_TuplePacket):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from operator import itemgetter
 from typing import Any, Callable
 
 import numpy as np
@@ -55,12 +56,8 @@ def simulate_swim(settings: SwimSimSettings, *, seed: int,
     for event in events:
         by_member.setdefault(event[3], []).append(event)
     live = set(ids) - set(crashes)
-    rows = [_crash_row(by_member.get(node, []), node, t, live) for node, t in sorted(crashes.items(), key=_second)]
+    rows = [_crash_row(by_member.get(node, []), node, t, live) for node, t in sorted(crashes.items(), key=itemgetter(1))]
     return _summary(sim, nodes, events, crashes, rows, settings)
-
-
-def _second(item: tuple) -> Any:
-    return item[1]
 
 
 def _schedule_crashes(sim, ids: list[str], settings: SwimSimSettings, seed: int) -> dict[str, float]:
