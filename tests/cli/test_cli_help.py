@@ -5,9 +5,12 @@ import pytest
 HELP = {
     (): ["run", "demo", "config", "runs", "data", "serve", "join", "peer", "overlay"],
     ("overlay",): ["sim", "up"],
+    ("split",): ["train", "serve", "infer", "heatmap"],
+    ("split", "serve"): ["--model", "--listen", "--secret-file", "--deadline"],
+    ("split", "infer"): ["--model", "--server", "--samples", "--loss", "--seed", "--simulate"],
     ("overlay", "sim"): ["--set", "--runs-dir", "examples/overlay"],
     ("overlay", "up"): ["--listen", "--cluster", "--seed", "--preset", "--duration", "--events", "--secret-file"],
-    ("peer",): ["--id", "--listen", "--peer", "--set", "--secret-file", "--insecure", "--tls-cert"],
+    ("peer",): ["--id", "--listen", "--peer", "--set", "--secret-file", "--insecure", "--tls-cert", "--runs-dir"],
     ("run",): ["--set", "--resume", "--runs-dir", "--quiet"],
     ("demo",): ["--runs-dir", "--quiet"],
     ("config",): ["show"],
@@ -33,7 +36,7 @@ def test_help(cli, command):
         assert needle in result.out, (needle, result.out)
 
 
-@pytest.mark.parametrize("group", [[], ["config"], ["runs"], ["data"], ["overlay"]], ids=lambda g: " ".join(g) or "meshlearn")
+@pytest.mark.parametrize("group", [[], ["config"], ["runs"], ["data"], ["overlay"], ["split"]], ids=lambda g: " ".join(g) or "meshlearn")
 def test_group_without_command_shows_help(cli, group):
     result = cli(*group)
     assert result.code in (0, 2)  # click's no_args_is_help exits 2 on newer versions
