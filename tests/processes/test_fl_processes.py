@@ -145,6 +145,7 @@ def test_unauthenticated_client_is_rejected_and_honest_clients_finish(cluster):
                                  "--rejoin-s", "1"],
                                 env={**c.env, "MESHLEARN_SECRET": "wrong"}, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    c.wait_for("rejected")  # before the honest clients join: otherwise the rounds may end first
     c.start_clients()
     assert c.finish() == 0, "".join(c.lines)
     out, _ = intruder.communicate(timeout=60)
