@@ -100,6 +100,17 @@ def test_split_cnn_is_registered_and_sized_for_mnist():
         split_cnn((64,), 10)
 
 
+def test_batch_norm_variant_names_bn_layers_and_still_composes():
+    model = split_cnn((1, 8, 8), 10, batch_norm=True).eval()
+    names = [n for n, _ in model.named_children()]
+    assert names[:4] == ["conv1", "bn1", "relu1", "conv2"] and "bn3" in names
+    assert names.index("bn2") == names.index("conv2") + 1
+    x = torch.randn(5, 1, 8, 8)
+    split = split_model(model, "pool2", (1, 8, 8))
+    assert split.cut_shape == (32, 4, 4)
+    torch.testing.assert_close(split(x), model(x))
+
+
 def test_module_api_is_explicit():
     for name in split_mod.__all__:
         assert hasattr(split_mod, name)

@@ -119,7 +119,10 @@ def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10,
             quantize: bool = False, batch_size: int = 64) -> SplitModel:
     """A copy of ``split`` fine-tuned with :class:`PacketDropout` (rate ``p``) at the cut.
 
-    ``train_data`` is ``(x, y)`` (tensors or arrays); Adam on cross-entropy, seeded mini-batch order.
+    ``train_data`` is ``(x, y)`` (tensors or arrays); Adam on cross-entropy with the learning rate
+    cosine-annealed from ``lr`` to 0 over all steps (steadier end points than a constant rate: the
+    70 %-loss accuracy of the benchmark varied by ±1 point between runs without it), seeded
+    mini-batch order.
     ``part="tail"`` tunes the tail only (head frozen, kept in eval mode), ``"all"`` both sides.
     ``spec`` (default ``ChannelSpec()``) must be the channel the model will meet: same packetization,
     rescale convention and, with ``quantize=True``, quantizer. The input model is not modified.
@@ -136,6 +139,8 @@ def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10,
     for prm in tuned.head.parameters():
         prm.requires_grad_(part == "all")
     opt = torch.optim.Adam(params, lr=lr)
+    steps = epochs * -(-len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     order_gen = torch.Generator().manual_seed(int(seed))
     for _ in range(epochs):
         _train_mode(tuned, part)
@@ -145,6 +150,7 @@ def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10,
             logits = tuned.decode(drop(tuned.encode(x[idx])))
             nn.functional.cross_entropy(logits, y[idx]).backward()
             opt.step()
+            sched.step()
     for prm in tuned.head.parameters():
         prm.requires_grad_(True)
     return tuned.eval()

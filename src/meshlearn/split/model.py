@@ -181,12 +181,13 @@ def split_model(model: nn.Module, after: str, input_shape: Sequence[int], *, bot
 
 @MODELS.register("split_cnn")
 def split_cnn(input_shape: tuple[int, ...], num_classes: int, channels: Sequence[int] = (32, 32, 64),
-              hidden: int = 64) -> nn.Sequential:
+              hidden: int = 64, batch_norm: bool = False) -> nn.Sequential:
     """A CNN with named layers sized for split experiments on digits (8x8) and MNIST (28x28).
 
     ``conv{i}`` (3x3, pad 1) + ``relu{i}`` per channel count; a ``pool{i}`` (MaxPool 2) follows
     every conv but the first while the side is >= 4; then ``flatten``, ``fc`` (→ hidden),
-    ``relu_fc`` and ``out``. With the defaults on 1x8x8 the cut after ``relu2`` carries
+    ``relu_fc`` and ``out``. ``batch_norm=True`` puts a ``bn{i}`` (BatchNorm2d) between each conv and
+    its ReLU, like the VGG-style network the COMtune paper ships (techniques-nishio.md §5). With the defaults on 1x8x8 the cut after ``relu2`` carries
     32x8x8 = 2,048 elements (on 1x28x28, after ``pool2``: 32x14x14 = 6,272, like COMtune's 7x7x128).
     """
     if len(input_shape) != 3:
@@ -197,6 +198,8 @@ def split_cnn(input_shape: tuple[int, ...], num_classes: int, channels: Sequence
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i, out in enumerate(channels, start=1):
         layers[f"conv{i}"] = nn.Conv2d(c, int(out), 3, padding=1)
+        if batch_norm:
+            layers[f"bn{i}"] = nn.BatchNorm2d(int(out))
         layers[f"relu{i}"] = nn.ReLU()
         c = int(out)
         if i > 1 and min(h, w) >= 4:
