@@ -14,7 +14,9 @@ from meshlearn.split.mwjc import (
     evaluate_arms,
     reward_bounds,
     simulate_mwjc,
+    variant_rewards,
 )
+from meshlearn.split.wlan import sample_transfers
 from meshlearn.split.wlan import expected_transfer
 
 
@@ -106,6 +108,34 @@ def test_simulate_finds_the_best_arm_and_is_deterministic():
     assert a["placeholder_curves"] == ["comtune_p0.7", "plain"]
 
 
+def test_ucb_side_observations_count_rounds_not_observations():
+    ucb = Ucb(3)
+    ucb.update([0, 2], [0.5, 0.7])
+    ucb.update(1, 0.1)
+    assert ucb.rounds == 2 and ucb.count.tolist() == [1, 1, 1]
+    assert ucb.means.tolist() == pytest.approx([0.5, 0.1, 0.7])
+
+
+def test_variant_rewards_score_every_curve_on_the_same_transfer():
+    s = _small()
+    curves = [PLACEHOLDER_CURVES["plain"], PLACEHOLDER_CURVES["comtune_p0.7"]]
+    tr = sample_transfers(s.link(Arm(36.0, 0, "plain")), s.tensor_bytes, 20.0, np.random.default_rng(1), 50)
+    reward, acc = variant_rewards(s, curves, tr, np.random.default_rng(2))
+    assert reward.shape == acc.shape == (2, 50)
+    lost = 1.0 - np.asarray(tr.delivered_fraction)
+    assert acc[1].tolist() == pytest.approx(PLACEHOLDER_CURVES["comtune_p0.7"](lost).tolist())
+    np.testing.assert_allclose(acc - reward, s.lam_per_s * np.broadcast_to(tr.latency_s, (2, 50)))
+
+
+def test_link_feedback_reveals_every_variant_of_the_played_link():
+    arm_fb = simulate_mwjc(_small(feedback="arm"), seed=3)
+    link_fb = simulate_mwjc(_small(feedback="link"), seed=3)
+    assert link_fb["best_arm"] == arm_fb["best_arm"]
+    # 6 links x 2 variants: the variant choice is learned from shared transfers, so less regret
+    assert link_fb["regret"] < arm_fb["regret"]
+    assert link_fb["best_pick_rate_last_half"] >= 0.8
+
+
 def test_progress_is_reported_each_round():
     seen = []
     simulate_mwjc(_small(rounds=20), seed=0, progress=lambda t, n: seen.append((t, n)))
@@ -136,6 +166,7 @@ def test_measured_curves_replace_placeholders():
     {"lam_per_s": -1},
     {"reward_scale": "minmax"},
     {"discount": 0},
+    {"feedback": "all"},
 ])
 def test_settings_reject_bad_input(kwargs):
     with pytest.raises(ValidationError):

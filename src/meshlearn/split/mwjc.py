@@ -25,6 +25,13 @@ the run (best curve accuracy at the smallest possible latency, worst accuracy at
 ``std`` sets B to the pooled empirical standard deviation of the rewards (UCB for σ-sub-Gaussian
 rewards, Lattimore & Szepesvári 2020 ch. 7, with σ estimated from the run itself).
 
+Feedback (``feedback``): with ``arm`` a round teaches the bandit the played arm's reward only.
+With ``link`` (default) it also teaches the rewards of every *other model variant on the same
+link*: the tensor that arrived (its delivered fraction) and the latency do not depend on the
+variant, and with tail-only COMtune the server holds every tail variant, so it can score them all
+on what arrived (``variant_rewards``). Variants are then compared on common transfers, which
+removes the channel noise from their differences; UCB's ln n still counts rounds.
+
 ``evaluate_arms`` finds each arm's expected reward by Monte Carlo (the ground truth),
 ``simulate_mwjc`` runs the bandit and scores it against that truth.
 """
@@ -154,6 +161,10 @@ class MwjcSettings(BaseModel):
                            "std = pooled empirical reward std")
     discount: float = Field(1.0, gt=0, le=1, description="discounted UCB factor per round (1 = plain UCB1); "
                                                          "below 1 it tracks a drifting SNR")
+    feedback: Literal["arm", "link"] = Field(
+        "link", description="what one round teaches the bandit: the played arm's reward only (arm), or the "
+                           "reward of every model variant on the same transfer (link; the server holds every "
+                           "tail variant, so it can score them all on the tensor that arrived)")
     eval_samples: int = Field(20_000, ge=100, description="Monte Carlo transfers per arm for the exhaustive "
                                                           "evaluation that names the best arm")
 
@@ -212,6 +223,10 @@ class Ucb:
     ``scale`` is B, a float, or ``"std"`` for the pooled empirical reward std (B = ``fallback``
     until there are at least ``n_arms`` repeat observations to estimate it from). ``discount`` γ < 1
     multiplies all counts and sums before each update (discounted UCB).
+
+    ``update`` takes one arm or several (side observations: one round's outcome also tells the
+    rewards other arms would have earned); n in the bonus counts *rounds* (discounted alike), so
+    side observations shrink n_i's bonus but do not inflate ln n.
     """
 
     def __init__(self, n_arms: int, *, exploration: float = 1.0, scale: float | str = 1.0,
@@ -224,6 +239,7 @@ class Ucb:
         self.count = np.zeros(n_arms)
         self.total = np.zeros(n_arms)
         self.square = np.zeros(n_arms)
+        self.rounds = 0.0
 
     @property
     def means(self) -> np.ndarray:
@@ -244,19 +260,22 @@ class Ucb:
         unplayed = np.flatnonzero(self.count == 0)
         if unplayed.size:
             return int(rng.choice(unplayed))
-        n = self.count.sum()
+        n = self.rounds
         bonus = self.c * self.bonus_scale() * np.sqrt(2.0 * np.log(max(n, 1.0)) / self.count)
         index = self.means + bonus
         best = np.flatnonzero(index >= index.max() - 1e-12)
         return int(best[0] if best.size == 1 else rng.choice(best))
 
-    def update(self, arm: int, reward: float) -> None:
+    def update(self, arm, reward) -> None:
+        """One round: ``arm`` (an index or an index array) earned ``reward`` (a float or an array)."""
         if self.discount < 1.0:
             for arr in (self.count, self.total, self.square):
                 arr *= self.discount
-        self.count[arm] += 1.0
-        self.total[arm] += reward
-        self.square[arm] += reward * reward
+        self.rounds = self.rounds * self.discount + 1.0
+        arm, reward = np.atleast_1d(arm), np.atleast_1d(np.asarray(reward, float))
+        np.add.at(self.count, arm, 1.0)
+        np.add.at(self.total, arm, reward)
+        np.add.at(self.square, arm, reward * reward)
 
 
 # ----- playing an arm and ground truth ---------------------------------------------------------------
@@ -264,13 +283,21 @@ def play_arm(settings: MwjcSettings, arm: Arm, curve: AccuracyCurve, snr_db, rng
              size: int | None = None) -> tuple:
     """One round (or ``size`` rounds) of ``arm``: ``(reward, accuracy, latency_s)``."""
     tr = sample_transfers(settings.link(arm), settings.tensor_bytes, snr_db, rng, size)
-    accuracy = curve(1.0 - np.asarray(tr.delivered_fraction))
-    if settings.outcome == "bernoulli":
-        accuracy = (rng.random(np.shape(accuracy)) < accuracy).astype(float)
-    reward = accuracy - settings.lam_per_s * np.asarray(tr.latency_s)
+    reward, accuracy = variant_rewards(settings, [curve], tr, rng)
     if size is None:
-        return float(reward), float(accuracy), float(tr.latency_s)
-    return reward, accuracy, tr.latency_s
+        return float(reward[0]), float(accuracy[0]), float(tr.latency_s)
+    return reward[0], accuracy[0], tr.latency_s
+
+
+def variant_rewards(settings: MwjcSettings, curves: Sequence[AccuracyCurve], transfers,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(reward, accuracy)``, each shaped ``(len(curves), ...)``: what every variant would have
+    earned on the same ``transfers`` (same delivered fraction, same latency)."""
+    loss = 1.0 - np.asarray(transfers.delivered_fraction)
+    accuracy = np.stack([np.asarray(c(loss), float) for c in curves])
+    if settings.outcome == "bernoulli":
+        accuracy = (rng.random(accuracy.shape) < accuracy).astype(float)
+    return accuracy - settings.lam_per_s * np.asarray(transfers.latency_s), accuracy
 
 
 def evaluate_arms(settings: MwjcSettings, rng: np.random.Generator) -> dict:
@@ -325,17 +352,29 @@ def simulate_mwjc(settings: MwjcSettings, *, seed: int,
     bandit, feed = _policy(settings, len(arms))
     chosen = np.empty(settings.rounds, dtype=np.int64)
     outcome = np.empty((settings.rounds, 3))
+    observed = _observed_arms(arms, settings.feedback)
     for t in range(settings.rounds):
         k = bandit.select(bandit_rng)
-        arm = arms[k]
-        outcome[t] = play_arm(settings, arm, curves[arm.variant], snr.step(channel_rng), channel_rng)
-        bandit.update(k, feed(outcome[t, 0]))
+        tr = sample_transfers(settings.link(arms[k]), settings.tensor_bytes, snr.step(channel_rng), channel_rng)
+        reward, accuracy = variant_rewards(settings, [curves[arms[j].variant] for j in observed[k]], tr, channel_rng)
+        bandit.update(observed[k], feed(reward))
+        at = observed[k].index(k)
+        outcome[t] = reward[at], accuracy[at], tr.latency_s
         chosen[t] = k
         if progress is not None:
             progress(t + 1, settings.rounds)
     report = _report(settings, truth, chosen, outcome)
     report["bonus_scale"] = bandit.bonus_scale()  # B at the end (in the units the bandit is fed)
     return report
+
+
+def _observed_arms(arms: list[Arm], feedback: str) -> list[list[int]]:
+    """Per arm, the arms whose reward one play of it reveals: itself (``arm``), or every variant on
+    the same (rate, retry limit) link (``link``)."""
+    if feedback == "arm":
+        return [[i] for i in range(len(arms))]
+    link = [(a.rate_mbps, a.retry_limit) for a in arms]
+    return [[j for j in range(len(arms)) if link[j] == link[i]] for i in range(len(arms))]
 
 
 def _histogram(arms: list[Arm], chosen: np.ndarray) -> dict[str, int]:
