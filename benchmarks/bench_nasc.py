@@ -1,52 +1,51 @@
 """NASC-style search on digits: split point x bottleneck width x wire encoding, minimising modelled
 end-to-end latency under an accuracy constraint, against the best fixed split point.
 
-    python benchmarks/bench_nasc.py [--seeds 0 1 2] [--max-drop 0.5] [--finetune-epochs 10] [--all-cuts] [--cheap-only]
+    python benchmarks/bench_nasc.py [--seeds 0 1 2] [--max-drop 0.5] [--folds 5] [--confidence 0.95]
+                                    [--finetune-epochs 10] [--all-cuts] [--exhaustive-seeds 0] [--cheap-only]
 
-Setup: ``split_cnn`` on digits; 20% of the 1,438 training samples held out as the validation set
-the search uses (feasible = at most ``--max-drop`` points below the unsplit model there); test
-accuracy (359 samples) is only reported. Base model 30 epochs Adam; each (cut, k) bottleneck model
-fine-tuned end to end for 10 epochs. Space: cuts after relu1, relu2, pool2, relu3, pool3, relu_fc
-(the post-activation cuts; ``--all-cuts`` adds conv1, conv2, conv3, flatten and fc: same shapes) x
-k in {none, 1, 2, 4, 8, 16} x {fp32, fp16, int8} = 108 candidates, 30 of them need a fine-tune.
-Device: ``iot`` median (0.2 GFLOP/s); server 100 GFLOP/s. Links: 1 Mbit/s with 10 ms propagation
-(the iot uplink) and 20 Mbit/s with 5 ms. Baseline "best fixed split": the fastest cut with no
-bottleneck and fp32 (accuracy = the unsplit model's). The modelled latencies of the 1 Mbit/s link
-are cross-checked against ``bench_split_channel.wire_and_latency`` (``transmit`` + ``end_to_end_latency``).
-One torch thread (the box is shared). Both strategies share one estimator per seed (its cache),
-but each reports the distinct fine-tunes *it* needed.
+Setup: ``split_cnn`` on digits (1,438 training, 359 test samples). The search never sees the test
+split: a candidate's accuracy drop vs the unsplit model is estimated by 5-fold stratified
+cross-validation over the training set (per fold a base model, 30 epochs Adam, and per (cut, k) a
+bottleneck model fine-tuned end to end for 10 epochs, predict the held-out fold, so all 1,438
+training samples are predicted out of fold), and a candidate is feasible only when the one-sided
+95 % upper bound of its paired per-sample drop is <= ``--max-drop`` (0.5 points). Reported test
+accuracies come from final models trained on the whole training set. Space: cuts after relu1,
+relu2, pool2, relu3, pool3, relu_fc (the post-activation cuts; ``--all-cuts`` adds conv1, conv2,
+conv3, flatten and fc: same shapes) x k in {none, 1, 2, 4, 8, 16} x {fp32, fp16, int8} = 108
+candidates, 30 of them need a fine-tune (per fold). Device: ``iot`` median (0.2 GFLOP/s); server
+100 GFLOP/s. Links: 1 Mbit/s with 10 ms propagation (the iot uplink) and 20 Mbit/s with 5 ms.
+Baseline "best fixed split": the fastest cut with no bottleneck and fp32 (accuracy = the unsplit
+model's). The modelled latencies of the 1 Mbit/s link are cross-checked against
+``bench_split_channel.wire_and_latency`` (``transmit`` + ``end_to_end_latency``). One torch thread
+(the box is shared). Both strategies share one estimator per seed (its cache), but each reports the
+distinct (cut, k) models *it* needed.
 
 Measured (2-core shared CPU box, one torch thread)::
 
-    python benchmarks/bench_nasc.py              (fine-tune 10 epochs, both strategies, 209 s)
+    python benchmarks/bench_nasc.py --cheap-only          (5 folds, 95 % bound, 434 s for 3 seeds)
 
-          link        seed  chosen          best fixed split     ms chosen / fixed   ratio  val drop  test diff
-          1Mbit/10ms   0    relu1/k1/int8   relu_fc/-/fp32       11.14 / 21.64       0.515   0.35     -1.95
-          1Mbit/10ms   1    relu1/k2/int8   relu_fc/-/fp32       11.67 / 21.64       0.539   0.00     -1.11
-          1Mbit/10ms   2    relu1/k2/int8   relu_fc/-/fp32       11.67 / 21.64       0.539   0.00     -1.11
-          20Mbit/5ms   0    relu1/k1/int8   relu1/-/fp32          5.27 /  8.60       0.613   0.35     -1.95
-          20Mbit/5ms   1,2  relu1/k2/int8   relu1/-/fp32          5.32 /  8.60       0.618   0.00     -1.11
+          link        seed  chosen          best fixed split  ms chosen / fixed  ratio  CV drop (bound)  test diff
+          1Mbit/10ms   0    pool2/k16/int8  relu_fc/-/fp32    18.62 / 21.64      0.860  0.07 (0.48)      -0.56
+          1Mbit/10ms   1    relu_fc/-/int8  relu_fc/-/fp32    20.11 / 21.64      0.929  0.00 (0.00)       0.00
+          1Mbit/10ms   2    relu_fc/-/int8  relu_fc/-/fp32    20.11 / 21.64      0.929  0.07 (0.18)       0.00
+          20Mbit/5ms  0-2   relu1/-/int8    relu1/-/fp32       6.06 /  8.60      0.705  0.00 (0.00)       0.00
 
-    Fine-tunes needed: exhaustive 30 of 30 (108 accuracy estimates), latency-ordered 1 / 2 / 2
-    (1 / 3 / 3 estimates); same optimum on all 6 (seed, link) pairs. Modelled latency equals
-    transmit + end_to_end_latency exactly (cross-check error 0.0 s). Test diff = chosen minus the
-    fixed split's (= unsplit model's) test accuracy, points; baseline test 97.49 / 99.16 / 98.61 %.
+    Bar ("lower modelled latency than the best fixed split point at equal accuracy, ±1 point"): met
+    on every (seed, link): 0.70-0.93x the fixed split's latency, test accuracy -0.56 / 0 / 0 points.
+    Baseline test accuracy 98.05 / 98.89 / 98.89 %. The latency-ordered search needed 12 / 26 / 26 of
+    the 30 (cut, k) bottleneck models at 1 Mbit/s (5 at 20 Mbit/s); cross-check error 0.0 s.
 
-    python benchmarks/bench_nasc.py --cheap-only --finetune-epochs 30      (37 s)
+    python benchmarks/bench_nasc.py --seeds 0      (both strategies, 189 s): exhaustive search trains
+    all 30 (cut, k) x 5 folds, estimates all 108 candidates and picks the same optimum on both links.
 
-          seed 0: relu1/k1/int8  ratio 0.515 (1 Mbit) / 0.613 (20 Mbit)  val drop -0.35  test diff -0.28
-          seed 1: relu1/k2/int8  ratio 0.539 / 0.618                     val drop  0.00  test diff -1.11
-          seed 2: relu1/k2/int8  ratio 0.539 / 0.618                     val drop  0.35  test diff +0.28
-
-    Against the bar ("lower modelled latency than the best fixed split point at equal accuracy, ±1
-    point"): latency half met by a wide margin — 0.51-0.54x the best fixed split at 1 Mbit/s and
-    0.61-0.62x at 20 Mbit/s, every seed (propagation, 10 / 5 ms, is the floor both pay). Accuracy
-    **not met strictly**: the constraint holds on the validation split the search uses (drop <= 0.35
-    points), but on the 359-sample test set the chosen config is -1.95 / -1.11 / -1.11 points with
-    10-epoch fine-tunes and -0.28 / -1.11 / +0.28 with 30-epoch fine-tunes: seed 1 misses by 0.11
-    points (4 test samples lost, 3.6 allowed). Validation (288 samples) is too small to certify ±1 on
-    test for a width-1/2 bottleneck; a larger validation set or a safety margin in max_drop (untested
-    here) is the next step. The figures above are this script's JSON output, rounded.
+The earlier protocol (``--folds 1 --confidence 0.5``: one 288-sample validation split, point
+estimate, what the first measurement used) picked width-1/2 bottlenecks after relu1 at 0.51-0.62x
+the latency but lost -1.95 / -1.11 / -1.11 test points (bar missed): the validation drop of those
+tiny bottlenecks was 0-0.35 points, inside the split's noise. Cross-validation (5x the samples
+behind each estimate) plus the 95 % bound rejects them; what remains is int8 on the wire (free at
+these cuts) and, at 1 Mbit/s on seed 0, a width-16 bottleneck at pool2. The figures above are this
+script's JSON output, rounded.
 """
 
 from __future__ import annotations
@@ -75,60 +74,82 @@ def cross_check(estimator, result: dict) -> float:
         row = result[which]
         model = estimator.split_model(row["cut"], row["bottleneck"])
         spec = channel_spec(estimator.settings, row["quant"])
-        _, measured = wire_and_latency(model, estimator.data["test"][0], spec, n=5)
+        _, measured = wire_and_latency(model, estimator.test[0], spec, n=5)
         worst = max(worst, abs(measured - row["latency_s"]))
     return worst
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--max-drop", type=float, default=0.5)
+    ap.add_argument("--max-drop", type=float, default=0.5, help="largest accepted drop, points (default 0.5)")
+    ap.add_argument("--folds", type=int, default=5,
+                    help="K-fold cross-validated estimate over the training set; 1 = one 20%% validation split")
+    ap.add_argument("--confidence", type=float, default=0.95,
+                    help="feasible only if the drop's one-sided upper bound at this confidence is <= max-drop; "
+                         "0.5 = point estimate")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--all-cuts", action="store_true")
+    ap.add_argument("--exhaustive-seeds", type=int, nargs="*", default=[0],
+                    help="seeds on which exhaustive search also runs (it fine-tunes all 30 (cut, k) per fold)")
     ap.add_argument("--cheap-only", action="store_true", help="run only the latency-ordered strategy")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def row_of(seed: int, link: str, out: dict, estimator) -> dict:
+    lo = out["latency_ordered"]
+    ex = out.get("exhaustive")
+    ch, bl = lo["chosen"], lo["baseline"]
+    row = {"seed": seed, "link": link, "candidates": lo["candidates"], "baseline": bl["candidate"],
+           "baseline_ms": round(1e3 * bl["latency_s"], 3), "baseline_test_pct": round(100 * bl["test_accuracy"], 2),
+           "reference_est_pct": round(100 * lo["reference_accuracy"], 2), "chosen": None}
+    if ch is not None:
+        row.update({
+            "chosen": ch["candidate"], "chosen_ms": round(1e3 * ch["latency_s"], 3),
+            "latency_ratio": round(lo["latency_ratio"], 4), "est_drop_pts": round(ch["drop_pts"], 2),
+            "est_drop_bound_pts": round(ch["drop_bound_pts"], 2),
+            "test_diff_pts": round(100 * (ch["test_accuracy"] - bl["test_accuracy"]), 2)})
+    row.update({"trained_latency_ordered": lo["trained"], "evaluated_latency_ordered": lo["evaluated"],
+                "fine_tunes_so_far": estimator.trainings})
+    if ex is not None:
+        row.update({"same_optimum": (ex["chosen"] or {}).get("candidate") == row["chosen"],
+                    "trained_exhaustive": ex["trained"], "evaluated_exhaustive": ex["evaluated"]})
+    return row
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     assert DEVICE.flops == 2e8 and UPLINK == {"bandwidth_bps": 1e6, "latency_s": 0.01}
-    base = dict(device_flops=2e8, server_flops=1e11, max_drop=args.max_drop, epochs=args.epochs,
-                finetune_epochs=args.finetune_epochs, cuts=None if args.all_cuts else POST_ACTIVATION)
+    base = dict(device_flops=2e8, server_flops=1e11, max_drop=args.max_drop, folds=args.folds,
+                confidence=args.confidence, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                cuts=None if args.all_cuts else POST_ACTIVATION)
     runs = []
     for seed in args.seeds:
         estimator = build_estimator(NascSettings(**base), seed)
+        exhaustive = not args.cheap_only and seed in args.exhaustive_seeds
         for link, (bps, lat) in LINKS.items():
             out = {}
-            for strategy in (("latency_ordered",) if args.cheap_only else ("exhaustive", "latency_ordered")):
+            for strategy in (("latency_ordered", "exhaustive") if exhaustive else ("latency_ordered",)):
                 settings = NascSettings(**base, link_bps=bps, latency_s=lat, strategy=strategy)
                 out[strategy] = search(settings, seed=seed, estimator=estimator)
-            lo = out["latency_ordered"]
-            ex = out.get("exhaustive", {"chosen": {"candidate": None}, "trained": None, "evaluated": None})
-            ch, bl = lo["chosen"], lo["baseline"]
-            row = {
-                "seed": seed, "link": link, "candidates": lo["candidates"],
-                "chosen": ch["candidate"], "baseline": bl["candidate"],
-                "chosen_ms": round(1e3 * ch["latency_s"], 3), "baseline_ms": round(1e3 * bl["latency_s"], 3),
-                "latency_ratio": round(lo["latency_ratio"], 4),
-                "val_drop_pts": round(ch["drop_pts"], 2),
-                "test_diff_pts": round(100 * (ch["test_accuracy"] - bl["test_accuracy"]), 2),
-                "baseline_test_pct": round(100 * bl["test_accuracy"], 2),
-                "same_optimum": None if args.cheap_only else ex["chosen"]["candidate"] == ch["candidate"],
-                "trained_exhaustive": ex["trained"], "trained_latency_ordered": lo["trained"],
-                "evaluated_exhaustive": ex["evaluated"], "evaluated_latency_ordered": lo["evaluated"],
-            }
-            if link == "1Mbit/10ms":
-                row["crosscheck_max_abs_err_s"] = cross_check(estimator, lo)
+            row = row_of(seed, link, out, estimator)
+            if link == "1Mbit/10ms" and out["latency_ordered"]["chosen"] is not None:
+                row["crosscheck_max_abs_err_s"] = cross_check(estimator, out["latency_ordered"])
+            row["seconds_so_far"] = round(time.perf_counter() - t0, 1)
             runs.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     summary = {}
     for link in LINKS:
         rows = [r for r in runs if r["link"] == link]
+        met = [r["chosen"] is not None and r["latency_ratio"] < 1 and abs(r["test_diff_pts"]) <= 1.0 for r in rows]
         summary[link] = {
-            "mean_latency_ratio": round(sum(r["latency_ratio"] for r in rows) / len(rows), 4),
-            "test_diff_pts": [r["test_diff_pts"] for r in rows],
-            "bar_met_all_seeds": all(r["latency_ratio"] < 1 and abs(r["test_diff_pts"]) <= 1.0 for r in rows),
-            "same_optimum_all_seeds": None if args.cheap_only else all(r["same_optimum"] for r in rows),
+            "latency_ratio": [r.get("latency_ratio") for r in rows],
+            "test_diff_pts": [r.get("test_diff_pts") for r in rows],
+            "bar_met": dict(zip((r["seed"] for r in rows), met)),
+            "same_optimum": [r["same_optimum"] for r in rows if "same_optimum" in r],
         }
     print(json.dumps({"settings": {**base, "cuts": list(base["cuts"] or ["all"])}, "runs": runs,
                       "summary": summary, "seconds": round(time.perf_counter() - t0, 1)}, indent=2))

@@ -1,4 +1,5 @@
-"""NASC-style search: the latency model, feasibility, the two strategies and the settings."""
+"""NASC-style search: the latency model, feasibility and its safety margin, the two strategies, the
+(cross-)validated estimator and the settings."""
 
 import numpy as np
 import pytest
@@ -8,17 +9,30 @@ from meshlearn.models import build_model
 from meshlearn.net import NoLoss
 from meshlearn.split import over_loss_model, transmit
 from meshlearn.split.model import split_model, split_points
+from meshlearn.split import nasc
 from meshlearn.split.nasc import (
     Candidate,
+    FinetuneEstimator,
     NascSettings,
     candidate_costs,
     channel_spec,
+    drop_bound,
     feasible,
     search,
+    stratified_folds,
     wire_bytes,
 )
 
 SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the box is shared; torch's default spins on every core
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +150,8 @@ def test_baseline_is_the_fastest_fixed_split(points):
 @pytest.mark.parametrize("bad", [
     {"link_bps": 0}, {"latency_s": -1}, {"max_drop": -0.1}, {"quants": ()}, {"quants": ("fp32", "fp32")},
     {"quants": ("int4",)}, {"bottlenecks": (None, 0)}, {"bottlenecks": (4, 4)}, {"cuts": ()},
-    {"strategy": "random"}, {"device": "iot"}, {"val_fraction": 1.0},
+    {"strategy": "random"}, {"device": "iot"}, {"val_fraction": 1.0}, {"folds": 0}, {"folds": 2.5},
+    {"confidence": 0.4}, {"confidence": 1.0},
 ])
 def test_bad_settings_raise(bad):
     with pytest.raises(UsageError, match="invalid NascSettings"):
@@ -158,7 +173,8 @@ def test_small_real_search_on_digits():
     s = NascSettings(cuts=("pool3", "relu_fc"), bottlenecks=(None, 8), quants=("fp32", "int8"), epochs=3,
                      finetune_epochs=1, max_drop=100.0, strategy="exhaustive")
     events = []
-    r = search(s, seed=0, progress=events.append)
+    est = FinetuneEstimator(s, seed=0)
+    r = search(s, seed=0, progress=events.append, estimator=est)
     assert r["candidates"] == 8 and r["evaluated"] == 8 and r["trained"] == 2 and len(events) == 8
     assert 0 < r["reference_accuracy"] <= 1 and 0 < r["reference_test_accuracy"] <= 1
     fastest = min(candidate_costs(split_points(build_model("split_cnn", SHAPE, 10, seed=0), SHAPE), s),
@@ -167,3 +183,148 @@ def test_small_real_search_on_digits():
     assert r["chosen"]["bottleneck"] == 8 and r["chosen"]["quant"] == "int8"
     assert r["baseline"]["accuracy"] == pytest.approx(r["reference_accuracy"])  # fp32 split == unsplit
     assert r["latency_ratio"] < 1 and "test_accuracy" in r["chosen"]
+    # one fold = the old hold-out protocol: the models reported on test are the validated ones
+    (fold,) = est.folds
+    assert len(fold.held) == round(0.2 * len(est.y)) and not set(fold.train) & set(fold.held)
+    assert est.base(None) is est.base(0) and est.split_model("pool3", 8) is est.split_model("pool3", 8, 0)
+    assert est.trainings == 2  # pool3/k8 and relu_fc/k8, each once for fp32 and int8
+
+
+# ---------------------------------------------------------------- safety margin
+
+
+def test_drop_bound_is_the_paired_normal_bound():
+    ref = np.ones(100, bool)
+    cand = ref.copy()
+    cand[:3] = False  # 3 worse
+    d = np.r_[np.ones(3), np.zeros(97)]
+    se = d.std(ddof=1) / np.sqrt(100)
+    assert drop_bound(ref, cand, 0.5) == pytest.approx((3.0, 3.0))
+    assert drop_bound(ref, cand, 0.95) == pytest.approx((3.0, 100 * (0.03 + 1.6448536 * se)))
+    # paired: the same samples right (or wrong) on both sides add no uncertainty
+    assert drop_bound(ref, ref, 0.99) == (0.0, 0.0)
+    with pytest.raises(UsageError, match="equal-length"):
+        drop_bound(ref, cand[:50], 0.95)
+
+
+class PairedStub(Stub):
+    """Per-sample correctness: 1,000 samples, the reference right on 980."""
+
+    def __init__(self, fn):
+        self.reference_correct = np.r_[np.ones(980, bool), np.zeros(20, bool)]
+        super().__init__(fn, reference=0.98)
+
+    def correct(self, cand: Candidate) -> np.ndarray:
+        self.calls.append(cand)
+        return self.fn(cand)
+
+
+def _flip(worse: int, better: int) -> np.ndarray:
+    ok = np.r_[np.ones(980, bool), np.zeros(20, bool)]
+    ok[:worse] = False
+    ok[980:980 + better] = True
+    return ok
+
+
+def test_margin_rejects_a_candidate_whose_drop_bound_exceeds_max_drop(points):
+    # both bottlenecks lose 0.4 points on average, but k=1 disagrees with the reference on 20 samples
+    # (12 worse, 8 better) and k=2 on 4: bounds (95%) 1.14 and 0.73 points
+    table = {1: _flip(12, 8), 2: _flip(4, 0)}
+
+    def fn(c: Candidate) -> np.ndarray:
+        if c.bottleneck is None and c.quant == "fp32":
+            return _flip(0, 0)  # the fixed split is the unsplit model
+        return table[c.bottleneck] if c.cut == "relu1" and c.bottleneck and c.quant == "int8" else _flip(50, 0)
+
+    s = dict(cuts=("relu1", "relu_fc"), bottlenecks=(None, 1, 2), quants=("fp32", "int8"), max_drop=1.0)
+    loose = search(NascSettings(**s, confidence=0.5), seed=0, estimator=PairedStub(fn), points=points)
+    assert loose["chosen"]["candidate"] == "relu1/k1/int8"  # the point estimate accepts the fastest
+    assert loose["chosen"]["drop_pts"] == pytest.approx(0.4) == loose["chosen"]["drop_bound_pts"]
+    events = []
+    safe = search(NascSettings(**s, confidence=0.95), seed=0, estimator=PairedStub(fn), points=points,
+                  progress=events.append)
+    assert [e["candidate"] for e in events[:2]] == ["relu1/k1/int8", "relu1/k2/int8"]
+    assert events[0]["drop_bound_pts"] == pytest.approx(1.14, abs=0.01) and not events[0]["feasible"]
+    chosen = safe["chosen"]
+    assert chosen["candidate"] == "relu1/k2/int8" and chosen["drop_pts"] == pytest.approx(0.4)
+    assert chosen["drop_bound_pts"] == pytest.approx(0.73, abs=0.01)
+    assert safe["baseline"]["drop_bound_pts"] == 0.0 and safe["confidence"] == 0.95
+    # every candidate faster than the chosen one was estimated and rejected
+    faster = {c.candidate for c in candidate_costs(points, NascSettings(**s)) if c.latency_s < chosen["latency_s"]}
+    assert faster == {Candidate("relu1", 1, "int8")}
+
+
+def test_confidence_needs_per_sample_correctness(points):
+    with pytest.raises(UsageError, match="per-sample correctness"):
+        search(NascSettings(confidence=0.9), seed=0, estimator=Stub(_nasc_like), points=points)
+
+
+# ---------------------------------------------------------------- cross-validated estimator
+
+
+def test_stratified_folds_partition_every_class():
+    y = np.repeat(np.arange(4), [10, 7, 13, 1])
+    fold = stratified_folds(y, 3, seed=1)
+    assert set(fold) == {0, 1, 2}
+    assert np.ptp(np.bincount(fold)) <= 1  # sizes 11, 10, 10
+    for label in range(4):
+        per = np.bincount(fold[y == label], minlength=3)
+        assert np.ptp(per) <= 1  # each class spread evenly
+    assert np.array_equal(fold, stratified_folds(y, 3, seed=1))
+    assert not np.array_equal(fold, stratified_folds(y, 3, seed=2))
+    for bad in (1, 32):
+        with pytest.raises(UsageError, match="folds must be in"):
+            stratified_folds(y, bad, seed=0)
+
+
+def test_cross_validation_predicts_each_training_sample_once_out_of_fold(monkeypatch):
+    torch = pytest.importorskip("torch")
+    fits = []
+    real_fit = nasc.fit_classifier
+
+    def recording_fit(model, x, y, **kw):
+        fits.append((model, x, y))
+        return real_fit(model, x, y, **kw)
+
+    monkeypatch.setattr(nasc, "fit_classifier", recording_fit)
+    est = FinetuneEstimator(NascSettings(folds=3, epochs=1, finetune_epochs=1), seed=0)
+    n = len(est.y)
+    # every training sample is held out by exactly one fold, and no fold trains on what it holds out
+    assert np.array_equal(np.sort(est.eval_idx), np.arange(n))
+    for f in est.folds:
+        assert not set(f.train) & set(f.held) and len(f.train) + len(f.held) == n
+    # the reference: each fold's own base model (trained on that fold's train part) on its held-out part
+    assert len(fits) == 3 and est.trainings == 0
+    for i, f in enumerate(est.folds):
+        model, x, _ = fits[i]
+        assert model is est.base(i) and torch.equal(x, est.x[f.train])
+    assert len(est.reference_correct) == n and est.reference == pytest.approx(est.reference_correct.mean())
+
+    cand = Candidate("relu_fc", 8, "fp32")
+    correct = est.correct(cand)
+    assert len(correct) == n and est.trainings == 3
+    start = 0
+    for i, f in enumerate(est.folds):
+        model, x, _ = fits[3 + i]
+        assert model is est.split_model("relu_fc", 8, i) and torch.equal(x, est.x[f.train])
+        with torch.no_grad():
+            mine = (model(est.x[f.held]).argmax(1) == est.y[f.held]).numpy()  # fp32 crosses unchanged
+        assert np.array_equal(correct[start:start + len(f.held)], mine)
+        start += len(f.held)
+    # one fine-tune per (cut, k, fold) serves every wire encoding
+    for quant in ("fp16", "int8"):
+        est(Candidate("relu_fc", 8, quant))
+    assert est.trainings == 3 and len(fits) == 6
+    # the test split is reported by final models trained on all training samples (only when asked)
+    est.test_accuracy(Candidate("relu_fc", 8, "int8"))
+    assert est.trainings == 4 and len(fits) == 8
+    assert fits[6][0] is est.base(None) and fits[7][0] is est.split_model("relu_fc", 8)
+    assert torch.equal(fits[6][1], est.x) and torch.equal(fits[7][1], est.x)
+
+    # a search through the shared estimator trains nothing more for the same (cut, k)
+    s = NascSettings(folds=3, cuts=("relu_fc",), bottlenecks=(None, 8), quants=("fp32", "int8"), max_drop=100.0,
+                     confidence=0.9)
+    r = search(s, seed=0, estimator=est)
+    assert r["chosen"]["candidate"] == "relu_fc/k8/int8" and r["trained"] == 1 and est.trainings == 4
+    assert r["folds"] == 3 and r["chosen"]["drop_bound_pts"] >= r["chosen"]["drop_pts"]
+    assert r["baseline"]["drop_pts"] == 0.0 and r["baseline"]["test_accuracy"] == r["reference_test_accuracy"]

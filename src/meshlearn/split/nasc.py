@@ -20,11 +20,29 @@ time equals ``over_loss_model``'s arrival of the last packet. No compression (da
 
 **Accuracy** is an ``Estimator``: ``reference`` (the unsplit model's accuracy, a fraction) and a
 call ``estimator(candidate) -> accuracy``. A candidate is *feasible* when it loses at most
-``max_drop`` percentage points against ``reference``. ``FinetuneEstimator`` (the real one) trains
-the base model once, then per (cut, k) fine-tunes the model with the bottleneck inserted end to
-end for ``finetune_epochs`` (cached: one training serves all three quantizations); a candidate's
-accuracy is measured on a held-out **validation** split with its cut tensor quantized as on the
-wire (``simulate_batch``, nothing lost). The test split is only used to report the result.
+``max_drop`` percentage points against ``reference``. An estimator that also gives per-sample
+correctness (``correct(candidate)`` and ``reference_correct``, boolean arrays over the same
+samples) allows a **safety margin**: with ``confidence`` c > 0.5 a candidate is feasible only when
+the upper bound of its drop, ``mean(d) + z_c * std(d) / sqrt(n)`` over the paired per-sample
+differences d = reference correct - candidate correct (one-sided normal bound, z_0.95 = 1.645),
+is at most ``max_drop``; c = 0.5 is the point estimate.
+
+``FinetuneEstimator`` (the real one) trains the base model, then per (cut, k) fine-tunes the model
+with the bottleneck inserted end to end for ``finetune_epochs`` (cached per (cut, k, fold): one
+training serves all three quantizations). A candidate's correctness is measured with its cut
+tensor quantized as on the wire (``simulate_batch``, nothing lost) on samples its models never
+trained on:
+
+* ``folds = 1``: one stratified validation split (``val_fraction`` of the training set); the
+  models trained on the rest are also the ones reported on the test split;
+* ``folds = K >= 2``: K-fold cross-validation over the whole training set (stratified folds). Per
+  fold a base model and, per (cut, k), a fine-tuned model train on the other K-1 folds and predict
+  the held-out fold, so every training sample is predicted exactly once by a model that did not
+  train on it; ``reference`` is the per-fold base models' accuracy measured the same way. The
+  models reported on the test split are trained afresh on the whole training set (only for the
+  candidates whose test accuracy is asked for).
+
+The test split is only used to report the result, never by the search.
 
 **Strategies** (same answer, different cost):
 * ``exhaustive``: estimate every candidate's accuracy, pick the fastest feasible one;
@@ -42,6 +60,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Callable, Literal, NamedTuple, Protocol, Sequence
 
 import numpy as np
@@ -57,7 +76,8 @@ from meshlearn.split.model import SplitPoint, fit_classifier, make_bottleneck, s
 
 __all__ = [
     "Candidate", "CandidateCost", "NascSettings", "Estimator", "FinetuneEstimator", "channel_spec", "wire_bytes",
-    "candidate_costs", "feasible", "exhaustive_search", "latency_ordered_search", "build_estimator", "search",
+    "candidate_costs", "feasible", "drop_bound", "Score", "exhaustive_search", "latency_ordered_search",
+    "stratified_folds", "Fold", "build_estimator", "search",
 ]
 
 Quant = Literal["fp32", "fp16", "int8"]
@@ -103,7 +123,12 @@ class NascSettings(BaseModel):
     dataset: str = Field("digits", description="registered dataset for the real estimator")
     epochs: int = Field(30, ge=1, description="epochs to train the base model (real estimator)")
     finetune_epochs: int = Field(10, ge=1, description="epochs to fine-tune each bottleneck model end to end")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training set held out for the search")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training set held out for the search "
+                                                             "(folds = 1 only)")
+    folds: int = Field(1, ge=1, le=50, description="1: one held-out validation split; K >= 2: K-fold "
+                                                   "cross-validation over the whole training set")
+    confidence: float = Field(0.5, ge=0.5, lt=1, description="one-sided confidence of the drop's upper bound "
+                                                             "that must stay <= max_drop; 0.5 = point estimate")
 
     def __init__(self, **data: Any):
         try:
@@ -218,7 +243,11 @@ def candidate_costs(points: Sequence[SplitPoint], settings: NascSettings) -> lis
 
 
 class Estimator(Protocol):
-    """Accuracy (a fraction) of a candidate; ``reference`` is the unsplit model's accuracy."""
+    """Accuracy (a fraction) of a candidate; ``reference`` is the unsplit model's accuracy.
+
+    Optionally also ``correct(candidate)`` and ``reference_correct``: per-sample correctness (bool
+    arrays over the same samples, in the same order), needed for ``confidence`` > 0.5.
+    """
 
     reference: float
 
@@ -230,29 +259,67 @@ def feasible(accuracy: float, reference: float, max_drop: float) -> bool:
     return 100.0 * (reference - accuracy) <= max_drop + 1e-9
 
 
+def drop_bound(reference_correct: np.ndarray, correct: np.ndarray, confidence: float) -> tuple[float, float]:
+    """(drop, one-sided upper bound of the drop) in points, from paired per-sample correctness.
+
+    d_i = reference correct - candidate correct (each 0 or 1); the bound is
+    ``mean(d) + z * std(d, ddof=1) / sqrt(n)`` with z the ``confidence`` quantile of the normal law
+    (z = 0 at 0.5: the bound is the drop itself).
+    """
+    ref, cand = np.asarray(reference_correct, bool), np.asarray(correct, bool)
+    if ref.shape != cand.shape or ref.ndim != 1 or len(ref) == 0:
+        raise UsageError(f"paired correctness needs two equal-length 1-D arrays, got {ref.shape} and {cand.shape}")
+    d = ref.astype(np.float64) - cand.astype(np.float64)
+    drop = float(d.mean())
+    if confidence <= 0.5 or len(d) < 2:
+        return 100.0 * drop, 100.0 * drop
+    z = NormalDist().inv_cdf(confidence)
+    return 100.0 * drop, 100.0 * (drop + z * float(d.std(ddof=1)) / math.sqrt(len(d)))
+
+
+class Score(NamedTuple):
+    """A candidate's estimated accuracy, drop vs the reference and the drop's upper bound (points)."""
+
+    accuracy: float
+    drop_pts: float
+    bound_pts: float
+
+
 @dataclass
 class _Run:
     estimator: Estimator
     max_drop: float
+    confidence: float = 0.5
     progress: Callable[[dict], None] | None = None
-    accuracy: dict[Candidate, float] = field(default_factory=dict)
+    scores: dict[Candidate, Score] = field(default_factory=dict)
 
-    def __call__(self, cost: CandidateCost) -> float:
+    def __call__(self, cost: CandidateCost) -> Score:
         cand = cost.candidate
-        if cand not in self.accuracy:
-            self.accuracy[cand] = float(self.estimator(cand))
+        if cand not in self.scores:
+            self.scores[cand] = self._score(cand)
             if self.progress is not None:
+                s = self.scores[cand]
                 self.progress({"candidate": cand.label, "latency_ms": 1e3 * cost.latency_s,
-                               "accuracy": self.accuracy[cand],
-                               "feasible": self.ok(cand), "evaluated": len(self.accuracy)})
-        return self.accuracy[cand]
+                               "accuracy": s.accuracy, "drop_pts": s.drop_pts, "drop_bound_pts": s.bound_pts,
+                               "feasible": self.ok(cand), "evaluated": len(self.scores)})
+        return self.scores[cand]
+
+    def _score(self, cand: Candidate) -> Score:
+        est = self.estimator
+        if hasattr(est, "correct"):
+            correct = np.asarray(est.correct(cand), bool)
+            drop, bound = drop_bound(est.reference_correct, correct, self.confidence)
+            return Score(float(correct.mean()), drop, bound)
+        accuracy = float(est(cand))
+        drop = 100.0 * (est.reference - accuracy)
+        return Score(accuracy, drop, drop)
 
     def ok(self, cand: Candidate) -> bool:
-        return feasible(self.accuracy[cand], self.estimator.reference, self.max_drop)
+        return self.scores[cand].bound_pts <= self.max_drop + 1e-9
 
     @property
     def trained(self) -> int:
-        return len({(c.cut, c.bottleneck) for c in self.accuracy if c.bottleneck is not None})
+        return len({(c.cut, c.bottleneck) for c in self.scores if c.bottleneck is not None})
 
 
 def _order(costs: Sequence[CandidateCost]) -> list[CandidateCost]:
@@ -278,81 +345,143 @@ def latency_ordered_search(costs: Sequence[CandidateCost], run: _Run) -> Candida
 # ---------------------------------------------------------------- the real estimator
 
 
-class FinetuneEstimator:
-    """Trains ``settings.model`` on ``settings.dataset`` once; per (cut, k) fine-tunes a bottleneck.
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold id (0 .. folds-1) of every sample: each class is shuffled (seeded) and dealt round-robin,
+    continuing the deal across classes, so folds differ by at most one sample overall."""
+    y = np.asarray(y)
+    if not 2 <= folds <= len(y):
+        raise UsageError(f"folds must be in [2, {len(y)}] for {len(y)} samples, got {folds}")
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), np.int64)
+    dealt = 0
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        out[idx] = (dealt + np.arange(len(idx))) % folds
+        dealt += len(idx)
+    return out
 
-    ``reference`` and ``__call__`` use the validation split; ``test_accuracy`` the test split.
-    Fine-tuned models are cached, so the estimator can be shared by several searches (``trainings``
-    counts the fine-tunes actually run).
+
+class Fold(NamedTuple):
+    """Indices into the training set: what a fold's models train on and what they predict."""
+
+    train: np.ndarray
+    held: np.ndarray
+
+
+class FinetuneEstimator:
+    """Accuracy of candidates by (cross-)validation on ``settings.dataset`` (see the module doc).
+
+    ``folds`` lists each fold's (train, held) training-set indices; ``correct``, ``__call__`` and
+    ``reference`` use the held-out samples (``eval_idx``, fold after fold), ``test_accuracy`` and
+    ``test_reference`` the test split with the final models (``split_model(cut, k)``, fold None).
+    Models are cached per (cut, k, fold), so the estimator can be shared by several searches
+    (``trainings`` counts the fine-tunes actually run).
     """
 
     def __init__(self, settings: NascSettings, seed: int):
         from meshlearn.data import load_dataset
         from meshlearn.data.datasets import stratified_split
-        from meshlearn.models import build_model
 
         self.settings, self.seed = settings, int(seed)
         train_set, test_set = load_dataset(settings.dataset, seed=self.seed)
-        tr, va = stratified_split(train_set.y, settings.val_fraction, self.seed)
-        t = torch.from_numpy
-        self.x, self.y = t(train_set.x[tr]), t(train_set.y[tr])
-        self.data = {"val": (t(train_set.x[va]), train_set.y[va]), "test": (t(test_set.x), test_set.y)}
-        self.input_shape = tuple(train_set.input_shape)
-        self.base = build_model(settings.model, self.input_shape, train_set.num_classes, seed=self.seed)
-        fit_classifier(self.base, self.x, self.y, epochs=settings.epochs, seed=self.seed, lr=2e-3)
-        self.points = split_points(self.base, self.input_shape)
-        self._models: dict[tuple[str, int | None], torch.nn.Module] = {}
+        self.x, self.y = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
+        self.test = (torch.from_numpy(test_set.x), test_set.y)
+        self.input_shape, self.num_classes = tuple(train_set.input_shape), train_set.num_classes
+        if settings.folds == 1:
+            self.folds = [Fold(*stratified_split(train_set.y, settings.val_fraction, self.seed))]
+        else:
+            fold_of = stratified_folds(train_set.y, settings.folds, self.seed)
+            self.folds = [Fold(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f))
+                          for f in range(settings.folds)]
+        self.eval_idx = np.concatenate([f.held for f in self.folds])
+        self._models: dict[tuple[str | None, int | None, int | None], torch.nn.Module] = {}
         self.trainings = 0
-        self.reference = self._plain("val")
-        self.test_reference = self._plain("test")
+        self.points = split_points(self.base(0), self.input_shape)
+        self.reference_correct = self.correct(None)
+        self.reference = float(self.reference_correct.mean())
 
-    def _plain(self, split: str) -> float:
-        x, y = self.data[split]
-        with torch.no_grad():
-            return float((self.base(x).argmax(1).numpy() == y).mean())
+    def _fold(self, fold: int | None) -> int | None:
+        """Fold None is the final model; with one fold that is fold 0's model (trained on its train part)."""
+        return 0 if fold is None and len(self.folds) == 1 else fold
 
-    def split_model(self, cut: str, k: int | None):
-        key = (cut, k)
+    def _train_idx(self, fold: int | None) -> np.ndarray:
+        return np.arange(len(self.y)) if fold is None else self.folds[fold].train
+
+    def _seed(self, fold: int | None) -> int:
+        return self.seed if fold is None or len(self.folds) == 1 else self.seed + 1_000_003 * (fold + 1)
+
+    def base(self, fold: int | None = None) -> torch.nn.Module:
+        """The unsplit model of ``fold`` (None: the final one), trained on first use."""
+        from meshlearn.models import build_model
+
+        fold = self._fold(fold)
+        key = (None, None, fold)
         if key not in self._models:
-            model = split_model(self.base, cut, self.input_shape, bottleneck=k, seed=self.seed)
+            idx, seed = self._train_idx(fold), self._seed(fold)
+            model = build_model(self.settings.model, self.input_shape, self.num_classes, seed=seed)
+            self._models[key] = fit_classifier(model, self.x[idx], self.y[idx], epochs=self.settings.epochs,
+                                               seed=seed, lr=2e-3)
+        return self._models[key]
+
+    def split_model(self, cut: str, k: int | None, fold: int | None = None) -> torch.nn.Module:
+        """``fold``'s base model cut after ``cut``, with a fine-tuned width-k bottleneck if k is given."""
+        fold = self._fold(fold)
+        key = (cut, k, fold)
+        if key not in self._models:
+            base, idx = self.base(fold), self._train_idx(fold)
+            model = split_model(base, cut, self.input_shape, bottleneck=k, seed=self.seed)
             if k is not None:
-                fit_classifier(model, self.x, self.y, epochs=self.settings.finetune_epochs,
-                               seed=self.seed + 7919 * (k + 1), lr=1e-3)
+                fit_classifier(model, self.x[idx], self.y[idx], epochs=self.settings.finetune_epochs,
+                               seed=self._seed(fold) + 7919 * (k + 1), lr=1e-3)
                 self.trainings += 1
             self._models[key] = model
         return self._models[key]
 
-    def accuracy(self, candidate: Candidate, split: str = "val") -> float:
-        model = self.split_model(candidate.cut, candidate.bottleneck)
-        x, y = self.data[split]
+    def _predict(self, candidate: Candidate | None, fold: int | None, x: torch.Tensor) -> np.ndarray:
+        # get (and so train) the model before no_grad
+        if candidate is None:
+            base = self.base(fold)
+            with torch.no_grad():
+                return base(x).argmax(1).numpy()
+        model = self.split_model(candidate.cut, candidate.bottleneck, fold)
         spec = channel_spec(self.settings, candidate.quant)
         with torch.no_grad():
             z = model.encode(x).numpy()
             _, _, packets = packet_plan(model.cut_numel, spec)
             z_hat, _ = simulate_batch(z, spec, np.ones((len(z), packets), bool))
-            pred = model.decode(torch.from_numpy(z_hat)).argmax(1).numpy()
-        return float((pred == y).mean())
+            return model.decode(torch.from_numpy(z_hat)).argmax(1).numpy()
 
-    def test_accuracy(self, candidate: Candidate) -> float:
-        return self.accuracy(candidate, "test")
+    def correct(self, candidate: Candidate | None) -> np.ndarray:
+        """Per held-out sample (order ``eval_idx``): did the candidate (None: unsplit) predict right?"""
+        parts = [self._predict(candidate, f, self.x[fold.held]) == self.y[fold.held].numpy()
+                 for f, fold in enumerate(self.folds)]
+        return np.concatenate(parts)
 
     def __call__(self, candidate: Candidate) -> float:
-        return self.accuracy(candidate, "val")
+        return float(self.correct(candidate).mean())
+
+    def test_accuracy(self, candidate: Candidate | None) -> float:
+        x, y = self.test
+        return float((self._predict(candidate, None, x) == y).mean())
+
+    @property
+    def test_reference(self) -> float:
+        return self.test_accuracy(None)
 
 
 def build_estimator(settings: NascSettings, seed: int) -> FinetuneEstimator:
-    """The real estimator for ``settings`` (trains the base model now)."""
+    """The real estimator for ``settings`` (trains the base model(s) now)."""
     return FinetuneEstimator(settings, seed)
 
 
 def _describe(cost: CandidateCost, run: _Run, estimator: Any) -> dict:
-    cand = cost.candidate
+    cand, score = cost.candidate, run.scores[cost.candidate]
     out = {"candidate": cand.label, "cut": cand.cut, "bottleneck": cand.bottleneck, "quant": cand.quant,
            "cut_shape": list(cost.cut_shape), "wire_bytes": cost.wire_bytes,
            "head_flops": cost.head_flops, "tail_flops": cost.tail_flops,
            "latency_s": cost.latency_s, "device_s": cost.latency.device_s, "transfer_s": cost.latency.transfer_s,
-           "server_s": cost.latency.server_s, "accuracy": run.accuracy[cand],
-           "drop_pts": 100.0 * (estimator.reference - run.accuracy[cand])}
+           "server_s": cost.latency.server_s, "accuracy": score.accuracy,
+           "drop_pts": score.drop_pts, "drop_bound_pts": score.bound_pts}
     if hasattr(estimator, "test_accuracy"):
         out["test_accuracy"] = float(estimator.test_accuracy(cand))
     return out
@@ -368,21 +497,26 @@ def search(settings: NascSettings, *, seed: int, progress: Callable[[dict], None
 
     Result keys: ``chosen`` (None if no candidate is feasible), ``baseline`` (best fixed split:
     no bottleneck, fp32; its accuracy counts as an evaluation but trains nothing), ``latency_ratio``
-    (chosen / baseline), ``candidates`` (space size), ``evaluated``, ``trained`` (distinct
-    bottleneck fine-tunes this search needed), ``reference_accuracy``, ``strategy``, ``seconds``.
+    (chosen / baseline), ``candidates`` (space size), ``evaluated``, ``trained`` (distinct (cut, k)
+    bottleneck models this search needed; each is one fine-tune per fold), ``reference_accuracy``,
+    ``folds``, ``confidence``, ``strategy``, ``seconds``. ``chosen`` and ``baseline`` carry
+    ``accuracy``, ``drop_pts``, ``drop_bound_pts`` and, with the real estimator, ``test_accuracy``.
     """
     t0 = time.perf_counter()
     if estimator is None:
         estimator = build_estimator(settings, seed)
+    if settings.confidence > 0.5 and not hasattr(estimator, "correct"):
+        raise UsageError("confidence > 0.5 needs an estimator with per-sample correctness "
+                         "(correct() and reference_correct)")
     if points is None:
         points = getattr(estimator, "points", None)
         if points is None:
             raise UsageError("pass points= (split_points of the model) with a stub estimator")
     costs = candidate_costs(points, settings)
-    run = _Run(estimator, settings.max_drop, progress)
+    run = _Run(estimator, settings.max_drop, settings.confidence, progress)
     strategy = exhaustive_search if settings.strategy == "exhaustive" else latency_ordered_search
     best = strategy(costs, run)
-    evaluated, trained = len(run.accuracy), run.trained
+    evaluated, trained = len(run.scores), run.trained
     fixed = [c for c in costs if c.candidate.bottleneck is None and c.candidate.quant == "fp32"]
     if not fixed:
         raise UsageError("the space has no fixed split (bottleneck None with fp32) to compare against; "
@@ -391,7 +525,8 @@ def search(settings: NascSettings, *, seed: int, progress: Callable[[dict], None
     run(baseline)
     result = {
         "strategy": settings.strategy, "seed": int(seed), "reference_accuracy": float(estimator.reference),
-        "max_drop": settings.max_drop, "candidates": len(costs), "evaluated": evaluated, "trained": trained,
+        "max_drop": settings.max_drop, "folds": settings.folds, "confidence": settings.confidence,
+        "candidates": len(costs), "evaluated": evaluated, "trained": trained,
         "chosen": None if best is None else _describe(best, run, estimator),
         "baseline": _describe(baseline, run, estimator),
         "latency_ratio": None if best is None else best.latency_s / baseline.latency_s,
