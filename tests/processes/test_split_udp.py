@@ -78,6 +78,21 @@ def test_udp_inference_with_injected_loss_matches_the_simulation(model_file):
     assert counters["samples"] == real["answered"] and counters["datagrams_rejected"] == 0
 
 
+@pytest.mark.timeout(240)
+def test_bursty_injected_loss_over_udp_matches_the_simulation(model_file):
+    channel = ("--elements", "128", "--order", "sequential")  # 16 packets; bursts wipe whole channel groups
+    serve, port = start_serve(model_file, "split-key", *channel)
+    loss = ("--samples", "100", "--loss", "0.3", "--burst", "4", "--seed", "5", *channel)
+    try:
+        real = infer(model_file, "split-key", "--server", f"127.0.0.1:{port}", *loss)
+    finally:
+        stop_serve(serve)
+    sim = infer(model_file, None, "--simulate", *loss)
+    assert real["burst"] == sim["burst"] == 4.0 and real["packets"] == 1600
+    assert 0.2 < real["injected_loss"] == sim["injected_loss"] < 0.4
+    assert real["predictions"] == sim["predictions"] and real["accepted_of_sent"] == 1.0
+
+
 @pytest.mark.timeout(120)
 def test_wrong_secret_and_garbage_datagrams_are_counted_and_ignored(model_file):
     import socket

@@ -61,6 +61,23 @@ def test_lossless_run_answers_every_sample_correctly():
     assert sim.context("head").tx_bytes == 20 * summary["wire_bytes_per_sample"]
 
 
+def _mean_run(drops: np.ndarray) -> float:
+    """Mean length of the runs of consecutive True values."""
+    edges = np.diff(np.r_[0, drops.astype(int), 0])
+    return float(np.mean(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)))
+
+
+def test_bursty_injected_losses_keep_the_mean_and_lengthen_the_runs():
+    bursty = np.concatenate([injected_losses(1, i, 64, 0.3, burst=5.0) for i in range(2000)])
+    plain = np.concatenate([injected_losses(1, i, 64, 0.3) for i in range(2000)])
+    assert bursty.mean() == pytest.approx(0.3, abs=0.02) and plain.mean() == pytest.approx(0.3, abs=0.01)
+    # runs are cut at sample edges (64 packets), so a bit under 5; independent drops give 1/(1-p) = 1.43
+    assert 4.0 < _mean_run(bursty) < 5.2 and _mean_run(plain) < 1.6
+    assert np.array_equal(injected_losses(1, 9, 64, 0.3, burst=5.0), injected_losses(1, 9, 64, 0.3, burst=5.0))
+    with pytest.raises(UsageError, match="burst"):
+        SplitHead("head", "tail", lambda x: x, [np.zeros(4)], [0], ChannelSpec(), loss=0.3, burst=0.5)
+
+
 def test_injected_losses_are_keyed_by_seed_and_sample_not_by_the_runtime():
     a = injected_losses(7, 3, 100, 0.3)
     assert np.array_equal(a, injected_losses(7, 3, 100, 0.3))

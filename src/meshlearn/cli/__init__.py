@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-from meshlearn.cli import data, deploy, overlay, run, runs, split  # noqa: E402  (commands register on `app`)
+from meshlearn.cli import data, deploy, overlay, run, runs, split, split_study  # noqa: E402  (commands register)
 
 __all__ = ["app", "main"]
 

@@ -35,7 +35,8 @@ from meshlearn.cli import app
 from meshlearn.cli.deploy import INSECURE, SECRET_FILE, address, check_can_listen, read_secret
 from meshlearn.errors import StoreError, UsageError
 
-split_app = typer.Typer(help="Split inference: train a split model, serve its tail, run its head over UDP.",
+split_app = typer.Typer(help="Split computing: train, COMtune and search split models; serve the tail and run the "
+                        "head over UDP; MWJC link/model bandit.",
                         no_args_is_help=True)
 app.add_typer(split_app, name="split")
 
@@ -53,6 +54,8 @@ DEADLINE = typer.Option(0.05, "--deadline", help="Tail: seconds after a sample's
 REACH = typer.Option(None, "--reach-rate", help="Tail: run once this fraction of the packets arrived.")
 RESCALE = typer.Option("none", "--rescale", help="Tail: none | observed | fixed (1/(1-p) on survivors).")
 RESCALE_P = typer.Option(0.0, "--rescale-p", help="p for --rescale fixed.")
+BURST = typer.Option(None, "--burst", help="Mean burst length (packets) of the injected loss: a Gilbert model "
+                     "with mean loss --loss [default: independent drops].")
 
 
 def channel_spec(quant: str = "fp16", bits: int = 8, elements: int = 512, order: str = "permuted",
@@ -72,8 +75,9 @@ def channel_spec(quant: str = "fp16", bits: int = 8, elements: int = 512, order:
 # ----- model files ------------------------------------------------------------------------
 
 
-def train_split_model(*, epochs: int = 15, seed: int = 0, cut: str = "relu2", bottleneck: int | None = None):
-    """``(SplitModel, meta)``: split_cnn trained on digits with Adam, cut after ``cut``."""
+def train_split_model(*, epochs: int = 15, seed: int = 0, cut: str = "relu2", bottleneck: int | None = None,
+                      batch_norm: bool = False):
+    """``(SplitModel, meta)``: split_cnn (optionally with BatchNorm) trained on digits with Adam, cut after ``cut``."""
     import torch
     from meshlearn.data import load_dataset
     from meshlearn.models import build_model
@@ -81,14 +85,15 @@ def train_split_model(*, epochs: int = 15, seed: int = 0, cut: str = "relu2", bo
 
     train_set, test_set = load_dataset("digits", seed=seed)
     x, y = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
-    model = build_model("split_cnn", train_set.input_shape, train_set.num_classes, seed=seed)
+    model = build_model("split_cnn", train_set.input_shape, train_set.num_classes, seed=seed, batch_norm=batch_norm)
     fit_classifier(model, x, y, epochs=epochs, seed=seed, lr=2e-3)
     split = split_model(model, cut, train_set.input_shape, bottleneck=bottleneck, seed=seed)
     if bottleneck is not None:
         fit_classifier(split, x, y, epochs=max(1, epochs // 2), seed=seed, lr=1e-3)  # the bottleneck starts untrained
     with torch.no_grad():
         acc = float((split(torch.from_numpy(test_set.x)).argmax(1).numpy() == test_set.y).mean())
-    meta = dict(model="split_cnn", cut=cut, bottleneck=bottleneck or 0, dataset="digits", data_seed=seed,
+    meta = dict(model="split_cnn", cut=cut, bottleneck=bottleneck or 0, batch_norm=int(batch_norm), dataset="digits",
+                data_seed=seed,
                 input_shape=list(train_set.input_shape), num_classes=train_set.num_classes, epochs=epochs,
                 test_accuracy_pct=round(100 * acc, 2))
     return split, meta
@@ -118,7 +123,8 @@ def load_split_model(path: Path):
     if meta.get("format") != "meshlearn.split/1":
         raise UsageError(f"--model {path} is not a split model file; write one with `meshlearn split train --out PATH`")
     shape = tuple(int(d) for d in meta["input_shape"])
-    base = build_model(str(meta["model"]), shape, int(meta["num_classes"]), seed=0)
+    extra = {"batch_norm": True} if int(meta.get("batch_norm", 0)) else {}
+    base = build_model(str(meta["model"]), shape, int(meta["num_classes"]), seed=0, **extra)
     split = split_model(base, str(meta["cut"]), shape, bottleneck=int(meta["bottleneck"]) or None)
     try:
         split.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
@@ -158,12 +164,13 @@ def tail_fn(split):
 
 
 def build_nodes(split, meta: dict[str, Any], spec, *, samples: int, loss: float, seed: int,
-                reply_timeout: float, window: int, head_id: str = HEAD_ID, run: int = 0):
+                reply_timeout: float, window: int, head_id: str = HEAD_ID, run: int = 0,
+                burst: float | None = None):
     """``(SplitHead, SplitTail)`` over the model file's test samples (what both commands run)."""
     from meshlearn.split.nodes import SplitHead, SplitTail
 
     x, y = test_samples(meta, samples)
-    head = SplitHead(head_id, TAIL_ID, head_fn(split), x, y, spec, loss=loss, seed=seed,
+    head = SplitHead(head_id, TAIL_ID, head_fn(split), x, y, spec, loss=loss, burst=burst, seed=seed,
                      reply_timeout_s=reply_timeout, window=window, run=run)
     return head, SplitTail(TAIL_ID, tail_fn(split), split.cut_shape, spec)
 
@@ -199,14 +206,16 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of weights, batch order and the train/test split."),
     cut: str = typer.Option("relu2", "--cut", help="Layer of split_cnn to cut after."),
     bottleneck: Optional[int] = typer.Option(None, "--bottleneck", help="Add a trained bottleneck of this width."),
+    batch_norm: bool = typer.Option(False, "--batch-norm/--no-batch-norm", help="BatchNorm after each conv (the "
+                                    "COMtune setting: zero-filled losses then hurt the untuned model)."),
 ) -> None:
-    """Train split_cnn on digits and write a model file for `split serve` / `split infer`."""
+    """Train split_cnn on digits and write a model file for `split serve` / `split infer` / `split tune`."""
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist; create it first")
     t0 = time.perf_counter()
-    split, meta = train_split_model(epochs=epochs, seed=seed, cut=cut, bottleneck=bottleneck)
+    split, meta = train_split_model(epochs=epochs, seed=seed, cut=cut, bottleneck=bottleneck, batch_norm=batch_norm)
     save_split_model(out, split, meta)
     print(json.dumps({**meta, "cut_shape": list(split.cut_shape), "path": str(out),
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
@@ -269,6 +278,7 @@ def infer_cmd(
     loss: float = typer.Option(0.0, "--loss", help="Injected packet loss in [0, 1): the head drops each packet "
                                "with this probability before sending."),
     seed: int = typer.Option(0, "--seed", help="Seed of the injected loss (keyed per sample)."),
+    burst: Optional[float] = BURST,
     window: int = typer.Option(1, "--window", help="Samples in flight at once."),
     reply_timeout: float = typer.Option(1.0, "--reply-timeout", help="Seconds to wait for the tail's answer "
                                         "before counting a miss."),
@@ -291,7 +301,8 @@ def infer_cmd(
     _torch_threads()
     split, meta = load_split_model(model)
     head, tail = build_nodes(split, meta, spec, samples=samples, loss=loss, seed=seed, reply_timeout=reply_timeout,
-                             window=window, head_id=node_id, run=0 if simulate_ else secrets.randbits(32))
+                             window=window, head_id=node_id, run=0 if simulate_ else secrets.randbits(32),
+                             burst=burst)
     t0 = time.perf_counter()
     if simulate_:
         simulate(head, tail, seed=seed)
@@ -302,7 +313,8 @@ def infer_cmd(
         runtime = AsyncioRuntime(peers={TAIL_ID: addr}, secret=secret, seed=seed)
         runtime.add_node(head)
         runtime.run_forever()
-    result = {"mode": "simulated" if simulate_ else "udp", "seed": seed, "loss": loss, **head.summary(),
+    result = {"mode": "simulated" if simulate_ else "udp", "seed": seed, "loss": loss, "burst": burst,
+              **head.summary(),
               "wall_s": round(time.perf_counter() - t0, 2), "predictions": head.predictions().tolist()}
     print(json.dumps(result), flush=True)
 
@@ -314,6 +326,7 @@ def heatmap_cmd(
     sample: int = typer.Option(0, "--sample", help="Index of the test sample."),
     loss: float = typer.Option(0.5, "--loss", help="Injected packet loss for the 'after' panel."),
     seed: int = typer.Option(0, "--seed", help="Seed of the injected loss (same draw as `split infer`)."),
+    burst: Optional[float] = BURST,
     scale: int = typer.Option(8, "--scale", help="Pixels per tensor element."),
     quant: str = QUANT, bits: int = BITS, elements: int = ELEMENTS, order: str = ORDER, perm_seed: int = PERM_SEED,
     mtu: int = MTU, compress: str = COMPRESS, rescale: str = RESCALE, rescale_p: float = RESCALE_P,
@@ -332,7 +345,9 @@ def heatmap_cmd(
     x, _ = test_samples(meta, sample + 1)
     z = head_fn(split)(x[sample])
     bodies = encode_packets(z, spec, tag=sample)
-    dropped = injected_losses(seed, sample, len(bodies), loss)
+    if burst is not None and not burst >= 1.0:
+        raise UsageError(f"--burst is a mean length in packets and must be >= 1, got {burst}")
+    dropped = injected_losses(seed, sample, len(bodies), loss, burst)
     after, mask = reconstruct([b for b, lost in zip(bodies, dropped) if not lost], spec, z.shape)
     render_heatmaps(z, after, mask=mask, path=out, scale=scale)
     print(json.dumps({"path": str(out), "sample": sample, "cut_shape": list(z.shape), "packets": len(bodies),

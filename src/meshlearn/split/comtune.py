@@ -32,7 +32,7 @@ more redundantly over the cut, at the price of re-deploying the device model. Th
 from __future__ import annotations
 
 import copy
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -116,7 +116,8 @@ class PacketDropout(nn.Module):
 
 def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10, lr: float = 1e-3,
             spec: ChannelSpec | None = None, seed: int = 0, part: Literal["tail", "all"] = "tail",
-            quantize: bool = False, batch_size: int = 64) -> SplitModel:
+            quantize: bool = False, batch_size: int = 64,
+            progress: Callable[[int, int], None] | None = None) -> SplitModel:
     """A copy of ``split`` fine-tuned with :class:`PacketDropout` (rate ``p``) at the cut.
 
     ``train_data`` is ``(x, y)`` (tensors or arrays); Adam on cross-entropy with the learning rate
@@ -126,6 +127,7 @@ def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10,
     ``part="tail"`` tunes the tail only (head frozen, kept in eval mode), ``"all"`` both sides.
     ``spec`` (default ``ChannelSpec()``) must be the channel the model will meet: same packetization,
     rescale convention and, with ``quantize=True``, quantizer. The input model is not modified.
+    ``progress(epoch, epochs)`` is called after each epoch.
     """
     if part not in ("tail", "all"):
         raise UsageError(f"part must be 'tail' or 'all', got {part!r}")
@@ -142,7 +144,7 @@ def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10,
     steps = epochs * -(-len(x) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     order_gen = torch.Generator().manual_seed(int(seed))
-    for _ in range(epochs):
+    for epoch in range(epochs):
         _train_mode(tuned, part)
         drop.train()
         for idx in torch.randperm(len(x), generator=order_gen).split(batch_size):
@@ -151,6 +153,8 @@ def comtune(split: SplitModel, train_data: tuple, p: float, *, epochs: int = 10,
             nn.functional.cross_entropy(logits, y[idx]).backward()
             opt.step()
             sched.step()
+        if progress is not None:
+            progress(epoch + 1, epochs)
     for prm in tuned.head.parameters():
         prm.requires_grad_(True)
     return tuned.eval()

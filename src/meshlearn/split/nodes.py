@@ -11,7 +11,8 @@ Per sample ``i`` the head::
 
 **Injected loss** is the application-level loss of the lab framework's experiments: a packet the
 draw marks lost is never sent. The draw is keyed, ``default_rng([seed, i]).random(packets) < loss``
-(:func:`injected_losses`), so it does not depend on runtime, timing or which rng stream a node
+(:func:`injected_losses`; with ``burst`` a Gilbert model of that mean burst length drawn from the
+same keyed stream), so it does not depend on runtime, timing or which rng stream a node
 got: a simulated run and a real run with the same seed drop exactly the same packets. A sample
 whose packets are all dropped is a miss at once (the head knows nothing was sent, so no answer
 can come). Real network loss comes on top, in real runs and through the simulator's link model.
@@ -39,6 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.net.loss import GilbertElliott
 from meshlearn.node import Context, Node
 from meshlearn.split.channel import ChannelSpec, decode_packet, encode_packets, reconstruct
 from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
@@ -50,11 +52,18 @@ HeadFn = Callable[[np.ndarray], np.ndarray]
 TailFn = Callable[[np.ndarray], int]
 
 
-def injected_losses(seed: int, sample: int, packets: int, loss: float) -> np.ndarray:
-    """Which of a sample's ``packets`` the head drops (True = dropped); keyed on ``(seed, sample)``."""
+def injected_losses(seed: int, sample: int, packets: int, loss: float, burst: float | None = None) -> np.ndarray:
+    """Which of a sample's ``packets`` the head drops (True = dropped); keyed on ``(seed, sample)``.
+
+    ``burst`` None: independent (Bernoulli) drops; a mean burst length >= 1 (packets): a simple
+    Gilbert model with mean loss ``loss`` whose chain starts from its stationary state per sample.
+    """
     if loss <= 0.0:
         return np.zeros(packets, bool)
-    return np.random.default_rng([int(seed), int(sample)]).random(packets) < loss
+    rng = np.random.default_rng([int(seed), int(sample)])
+    if burst is None:
+        return rng.random(packets) < loss
+    return GilbertElliott.from_mean(loss, burst).sample(packets, rng)
 
 
 @dataclass(frozen=True)
@@ -83,19 +92,22 @@ class SplitHead(Node):
     """
 
     def __init__(self, node_id: str, tail: str, head_fn: HeadFn, samples: Sequence[np.ndarray],
-                 labels: Sequence[int], spec: ChannelSpec, *, loss: float = 0.0, seed: int = 0,
-                 reply_timeout_s: float = 1.0, window: int = 1, run: int = 0):
+                 labels: Sequence[int], spec: ChannelSpec, *, loss: float = 0.0, burst: float | None = None,
+                 seed: int = 0, reply_timeout_s: float = 1.0, window: int = 1, run: int = 0):
         super().__init__(node_id)
         if len(samples) != len(labels) or not len(samples):
             raise UsageError(f"need as many labels as samples (at least one), got {len(samples)} and {len(labels)}")
         if not 0.0 <= loss < 1.0:
             raise UsageError(f"injected loss must be in [0, 1), got {loss}")
+        if burst is not None and not burst >= 1.0:
+            raise UsageError(f"injected loss burst is a mean length in packets and must be >= 1, got {burst}")
         if not (reply_timeout_s > 0 and math.isfinite(reply_timeout_s)):
             raise UsageError(f"reply_timeout_s must be a positive number of seconds, got {reply_timeout_s}")
         if int(window) < 1:
             raise UsageError(f"window must be at least 1 sample in flight, got {window}")
         self.tail, self.head_fn, self.samples, self.labels = tail, head_fn, samples, [int(y) for y in labels]
         self.spec, self.digest, self.loss, self.seed = spec, spec_digest(spec), float(loss), int(seed)
+        self.burst = None if burst is None else float(burst)
         self.reply_timeout_s, self.window = float(reply_timeout_s), int(window)
         if not 0 <= int(run) <= _TAG_MASK:
             raise UsageError(f"run must fit in 32 bits, got {run}")
@@ -141,7 +153,7 @@ class SplitHead(Node):
         start = ctx.now
         z = np.asarray(self.head_fn(self.samples[i]), np.float32)
         bodies = encode_packets(z, self.spec, tag=(self.run + i) & _TAG_MASK)
-        dropped = injected_losses(self.seed, i, len(bodies), self.loss)
+        dropped = injected_losses(self.seed, i, len(bodies), self.loss, self.burst)
         nbytes = sum(ctx.send(self.tail, TensorChunk(self.digest, body), reliable=False)
                      for body, lost in zip(bodies, dropped) if not lost)
         sent = len(bodies) - int(dropped.sum())
