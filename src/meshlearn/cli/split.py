@@ -183,6 +183,12 @@ def simulate(head, tail, *, seed: int = 0) -> float:
     return sim.run()
 
 
+def check_out(out: Optional[Path]) -> None:
+    """An --out path must be in an existing directory (checked before any work is done)."""
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist; create it first")
+
+
 def _torch_threads() -> None:
     import torch
 
@@ -212,8 +218,7 @@ def train_cmd(
     """Train split_cnn on digits and write a model file for `split serve` / `split infer` / `split tune`."""
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: directory {out.parent} does not exist; create it first")
+    check_out(out)
     t0 = time.perf_counter()
     split, meta = train_split_model(epochs=epochs, seed=seed, cut=cut, bottleneck=bottleneck, batch_norm=batch_norm)
     save_split_model(out, split, meta)
@@ -338,8 +343,7 @@ def heatmap_cmd(
 
     if not 0.0 <= loss < 1.0:
         raise UsageError(f"--loss must be in [0, 1), got {loss}")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: directory {out.parent} does not exist; create it first")
+    check_out(out)
     spec = channel_spec(quant, bits, elements, order, perm_seed, mtu, compress, None, None, rescale, rescale_p)
     split, meta = load_split_model(model)
     x, _ = test_samples(meta, sample + 1)

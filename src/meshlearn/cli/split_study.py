@@ -27,6 +27,7 @@ from rich.table import Table
 
 from meshlearn.cli.split import (
     BITS, ELEMENTS, MODEL, MTU, ORDER, PERM_SEED, QUANT, RESCALE, RESCALE_P, _torch_threads, channel_spec,
+    check_out,
     load_split_model, save_split_model, split_app,
 )
 from meshlearn.errors import UsageError
@@ -56,11 +57,6 @@ def _ints_or_none(option: str, raw: str) -> tuple[int | None, ...]:
 
 def _words(raw: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in raw.split(",") if v.strip())
-
-
-def _check_out(out: Optional[Path]) -> None:
-    if out is not None and not out.parent.is_dir():
-        raise UsageError(f"--out {out}: directory {out.parent} does not exist; create it first")
 
 
 def _write_json(out: Optional[Path], data: dict) -> None:
@@ -107,7 +103,7 @@ def tune_cmd(
         raise UsageError(f"--p must be in [0, 1), got {p}")
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {epochs}")
-    _check_out(out)
+    check_out(out)
     spec = channel_spec(quant, bits, elements, order, perm_seed, mtu, "none", None, None, rescale, rescale_p)
     _torch_threads()
     split, meta = load_split_model(model)
@@ -157,7 +153,7 @@ def curve_cmd(
     names = [m.stem for m in models]
     if len(set(names)) != len(names):
         raise UsageError(f"--model files need distinct names (curves are named by file stem), got {names}")
-    _check_out(out)
+    check_out(out)
     spec = channel_spec(quant, bits, elements, order, perm_seed, mtu, "none", None, None, rescale, rescale_p)
     _torch_threads()
     loaded = [load_split_model(m) for m in models]
@@ -213,7 +209,7 @@ def search_cmd(
     """
     from meshlearn.split.nasc import NascSettings, search
 
-    _check_out(out)
+    check_out(out)
     settings = NascSettings(
         device_flops=device_gflops * 1e9, server_flops=server_gflops * 1e9, link_bps=link_mbps * 1e6,
         latency_s=latency_ms / 1e3, max_drop=max_drop, folds=folds, confidence=confidence, cuts=_words(cuts),
@@ -278,7 +274,7 @@ def bandit_cmd(
     """
     from meshlearn.split.mwjc import MwjcSettings, simulate_mwjc
 
-    _check_out(out)
+    check_out(out)
     measured = _load_curves(curves)
     names = list(_words(variants)) if variants else (list(measured) or None)
     extra = {"variants": names} if names else {}
