@@ -58,20 +58,15 @@ import json
 import time
 from pathlib import Path
 
-from meshlearn.split.mwjc import MwjcSettings, simulate_mwjc
+from meshlearn.split.mwjc import MwjcSettings, load_curves, simulate_mwjc
 
 
 MEASURED = Path(__file__).with_name("comtune_curves_digits.json")
 
 
-def load_curves(path: str | None) -> dict[str, list[tuple[float, float]]]:
-    """Measured curves from JSON: ``{"curves": {name: [[loss, acc], ...]}}`` or the bare mapping;
-    ``placeholder`` (or nothing) keeps ``mwjc.PLACEHOLDER_CURVES``."""
-    if not path or path == "placeholder":
-        return {}
-    data = json.loads(Path(path).read_text())
-    curves = data.get("curves", data)
-    return {name: [(float(x), float(y)) for x, y in pts] for name, pts in curves.items()}
+def curves_from(path: str | None) -> dict[str, list[tuple[float, float]]]:
+    """``placeholder`` (or nothing) keeps ``mwjc.PLACEHOLDER_CURVES``; else the file's curves."""
+    return {} if not path or path == "placeholder" else load_curves(path)
 
 
 def run(scale: str, seed: int, lam: float, curves: dict | None = None, feedback: str = "arm") -> dict:
@@ -97,7 +92,7 @@ def main() -> None:
     parser.add_argument("--feedback", nargs="+", default=["link", "arm"], choices=["arm", "link"],
                         help="arm: a round reveals the played arm's reward; link: every variant's on that transfer")
     args = parser.parse_args()
-    curves = load_curves(args.curves)
+    curves = curves_from(args.curves)
     rows = [run(scale, seed, args.lam, curves, fb) for fb in args.feedback for scale in args.scales
             for seed in args.seeds]
     for row in rows:

@@ -1,5 +1,7 @@
 """MWJC: accuracy curves, the UCB object, the exhaustive evaluator and the settings."""
 
+import json
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -175,3 +177,17 @@ def test_settings_reject_bad_input(kwargs):
 
 def test_every_settings_field_is_described():
     assert all(f.description for f in MwjcSettings.model_fields.values())
+
+
+def test_load_curves_reads_both_layouts_and_names_bad_files(tmp_path):
+    from meshlearn.split.mwjc import load_curves
+
+    pts = [[0.0, 0.9], [1.0, 0.1]]
+    (tmp_path / "a.json").write_text(json.dumps({"curves": {"x": pts}, "source": "test"}))
+    (tmp_path / "b.json").write_text(json.dumps({"x": pts}))
+    assert load_curves(tmp_path / "a.json") == load_curves(tmp_path / "b.json") == {"x": [(0.0, 0.9), (1.0, 0.1)]}
+    (tmp_path / "c.json").write_text("[1,")
+    with pytest.raises(UsageError, match="not a curves file"):
+        load_curves(tmp_path / "c.json")
+    with pytest.raises(UsageError, match="does not exist"):
+        load_curves(tmp_path / "none.json")

@@ -272,10 +272,10 @@ def bandit_cmd(
     Scored against an exhaustive Monte Carlo evaluation of every arm: prints the best arm, how often
     the bandit played it in the last half of the rounds, and its regret.
     """
-    from meshlearn.split.mwjc import MwjcSettings, simulate_mwjc
+    from meshlearn.split.mwjc import MwjcSettings, load_curves, simulate_mwjc
 
     check_out(out)
-    measured = _load_curves(curves)
+    measured = {} if curves is None else load_curves(curves)
     names = list(_words(variants)) if variants else (list(measured) or None)
     extra = {"variants": names} if names else {}
     settings = _validated(MwjcSettings, rates_mbps=_floats("--rates", rates),
@@ -300,20 +300,6 @@ def bandit_cmd(
     if report["placeholder_curves"]:
         console.print(f"placeholder curves in play: {', '.join(report['placeholder_curves'])} (pass --curves)")
     _write_json(out, {"settings": settings.model_dump(), **report})
-
-
-def _load_curves(path: Optional[Path]) -> dict[str, list[tuple[float, float]]]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-        raw = data.get("curves", data)
-        return {str(n): [(float(x), float(y)) for x, y in pts] for n, pts in raw.items()}
-    except FileNotFoundError:
-        raise UsageError(f"--curves {path}: no such file; write one with `meshlearn split curve --out`") from None
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(f"--curves {path}: not a curves file ({{'curves': {{name: [[loss, acc], ...]}}}}): "
-                         f"{exc}") from None
 
 
 def _validated(model_cls, **values):

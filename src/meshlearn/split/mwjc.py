@@ -38,7 +38,9 @@ removes the channel noise from their differences; UCB's ln n still counts rounds
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal, NamedTuple, Sequence
 
 import numpy as np
@@ -49,6 +51,7 @@ from meshlearn.split.wlan import RATES_MBPS, SnrProcess, WlanLink, latency_bound
 
 __all__ = [
     "AccuracyCurve",
+    "load_curves",
     "PLACEHOLDER_CURVES",
     "Arm",
     "MwjcSettings",
@@ -93,6 +96,19 @@ class AccuracyCurve:
     def __call__(self, loss_rate):
         out = np.interp(loss_rate, self.loss, self.accuracy)
         return float(out) if np.ndim(out) == 0 else out
+
+
+def load_curves(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Measured curves from a JSON file, ``{"curves": {name: [[loss, acc], ...]}}`` or the bare
+    mapping (what ``meshlearn split curve --out`` and ``bench_comtune.py --curves-out`` write)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        raw = data.get("curves", data)
+        return {str(n): [(float(x), float(y)) for x, y in pts] for n, pts in raw.items()}
+    except FileNotFoundError:
+        raise UsageError(f"curves file {path} does not exist; write one with `meshlearn split curve --out`") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a curves file ({{'curves': {{name: [[loss, acc], ...]}}}}): {exc}") from None
 
 
 def _placeholder(name: str, points: list[tuple[float, float]]) -> AccuracyCurve:
