@@ -27,8 +27,7 @@ from rich.table import Table
 
 from meshlearn.cli.split import (
     BITS, ELEMENTS, MODEL, MTU, ORDER, PERM_SEED, QUANT, RESCALE, RESCALE_P, _torch_threads, channel_spec,
-    check_out,
-    load_split_model, save_split_model, split_app,
+    check_out, load_split_model, save_split_model, split_app,
 )
 from meshlearn.errors import UsageError
 
@@ -118,13 +117,13 @@ def tune_cmd(
     new_meta = {**meta, "comtune_p": p, "comtune_part": part, "comtune_epochs": epochs, "tuned_from": str(model),
                 "test_accuracy_pct": round(100 * after[0.0], 2)}
     save_split_model(out, tuned, new_meta)
-    print(json.dumps({"path": str(out), "p": p, "part": part, "packets": spec_packets(split.cut_numel, spec),
+    print(json.dumps({"path": str(out), "p": p, "part": part, "packets": _packets(split.cut_numel, spec),
                       "before_pct": {f"{r:g}": round(100 * a, 2) for r, a in before.items()},
                       "after_pct": {f"{r:g}": round(100 * a, 2) for r, a in after.items()},
                       "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
 
-def spec_packets(n_elements: int, spec) -> int:
+def _packets(n_elements: int, spec) -> int:
     from meshlearn.split.channel import packet_plan
 
     return int(packet_plan(n_elements, spec)[2])
@@ -164,7 +163,7 @@ def curve_cmd(
             _, test_xy = _train_data(meta)
             curves[name] = loss_curve(split, test_xy, spec, points, repeats=repeats, seed=seed)
             bar.advance(task)
-    table = Table(title=f"accuracy % vs packet loss ({spec_packets(loaded[0][0].cut_numel, spec)} packets)")
+    table = Table(title=f"accuracy % vs packet loss ({_packets(loaded[0][0].cut_numel, spec)} packets)")
     table.add_column("loss")
     for name in names:
         table.add_column(name, justify="right")
@@ -272,16 +271,17 @@ def bandit_cmd(
     Scored against an exhaustive Monte Carlo evaluation of every arm: prints the best arm, how often
     the bandit played it in the last half of the rounds, and its regret.
     """
+    from meshlearn.config import validate_config
     from meshlearn.split.mwjc import MwjcSettings, load_curves, simulate_mwjc
 
     check_out(out)
     measured = {} if curves is None else load_curves(curves)
     names = list(_words(variants)) if variants else (list(measured) or None)
     extra = {"variants": names} if names else {}
-    settings = _validated(MwjcSettings, rates_mbps=_floats("--rates", rates),
-                          retry_limits=[int(r) for r in _floats("--retry-limits", retry_limits)],
-                          curves=measured, tensor_bytes=tensor_bytes, snr_db=snr_db, snr_std_db=snr_std_db,
-                          lam_per_s=lam, rounds=rounds, feedback=feedback, **extra)
+    settings = validate_config(MwjcSettings, dict(
+        rates_mbps=_floats("--rates", rates), retry_limits=[int(r) for r in _floats("--retry-limits", retry_limits)],
+        curves=measured, tensor_bytes=tensor_bytes, snr_db=snr_db, snr_std_db=snr_std_db, lam_per_s=lam,
+        rounds=rounds, feedback=feedback, **extra))
     with _bar() as bar:
         task = bar.add_task("MWJC rounds", total=rounds)
         report = simulate_mwjc(settings, seed=seed, progress=lambda t, _: bar.update(task, completed=t))
@@ -300,15 +300,3 @@ def bandit_cmd(
     if report["placeholder_curves"]:
         console.print(f"placeholder curves in play: {', '.join(report['placeholder_curves'])} (pass --curves)")
     _write_json(out, {"settings": settings.model_dump(), **report})
-
-
-def _validated(model_cls, **values):
-    from pydantic import ValidationError
-
-    try:
-        return model_cls(**values)
-    except ValidationError as exc:
-        problems = "; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])),
-                                                    e["msg"].removeprefix("Value error, "))))
-                             for e in exc.errors())
-        raise UsageError(f"invalid options: {problems}") from None

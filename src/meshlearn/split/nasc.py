@@ -67,6 +67,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from meshlearn.config.problems import problems_from
 from meshlearn.errors import UsageError
 from meshlearn.models.zoo import flops_per_sample
 from meshlearn.net.devices import DeviceProfile
@@ -133,8 +134,10 @@ class NascSettings(BaseModel):
     def __init__(self, **data: Any):
         try:
             super().__init__(**data)
-        except ValidationError as exc:
-            raise UsageError(f"invalid NascSettings: {exc}") from None
+        except ValidationError as exc:  # one line: "key: reason; key: reason"
+            problems = "; ".join(f"{key or '(top level)'}: {reason}"
+                                 for key, reason, _ in problems_from(NascSettings, exc))
+            raise UsageError(f"invalid NascSettings: {problems}") from None
 
     @field_validator("bottlenecks", "quants")
     @classmethod
