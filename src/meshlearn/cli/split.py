@@ -349,8 +349,6 @@ def heatmap_cmd(
     x, _ = test_samples(meta, sample + 1)
     z = head_fn(split)(x[sample])
     bodies = encode_packets(z, spec, tag=sample)
-    if burst is not None and not burst >= 1.0:
-        raise UsageError(f"--burst is a mean length in packets and must be >= 1, got {burst}")
     dropped = injected_losses(seed, sample, len(bodies), loss, burst)
     after, mask = reconstruct([b for b, lost in zip(bodies, dropped) if not lost], spec, z.shape)
     render_heatmaps(z, after, mask=mask, path=out, scale=scale)
