@@ -39,7 +39,7 @@ import json
 import sys
 import time
 
-from meshlearn.overlay.dsml import DsmlSettings, simulate_dsml
+from meshlearn.overlay.dsml.sim import DsmlSettings, simulate_dsml
 
 _KEEP = ("delivery_ratio", "delivery_ratio_min", "complete_ratio", "exact", "duplicates", "suppressed", "conflicts",
          "latency_p50_s", "latency_p99_s", "messages_per_round", "aggregate_msgs_per_round",

@@ -58,7 +58,8 @@ import json
 import sys
 import time
 
-from meshlearn.overlay.propagation import ARMS, PropagationSettings, simulate_propagation
+from meshlearn.overlay.chord.propagation import ARMS
+from meshlearn.overlay.chord.sim import PropagationSettings, simulate_propagation
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict:

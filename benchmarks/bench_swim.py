@@ -27,10 +27,10 @@ import time
 import numpy as np
 
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
-from meshlearn.overlay.swim import ALL, SwimNode
-from meshlearn.overlay.swim_config import SwimConfig
-from meshlearn.overlay.swim_packets import DEAD
-from meshlearn.overlay.swim_state import Roster
+from meshlearn.overlay.swim.config import SwimConfig
+from meshlearn.overlay.swim.node import ALL, SwimNode
+from meshlearn.overlay.swim.packets import DEAD
+from meshlearn.overlay.swim.state import Roster
 
 
 def build(n: int, config: SwimConfig, *, seed: int, phase: float | None, events: list | None = None):

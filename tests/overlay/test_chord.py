@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from meshlearn.errors import ProtocolError, UsageError
-from meshlearn.overlay.chord import (
+from meshlearn.overlay.chord.node import (
     ChordNode,
     ChordSettings,
     bootstrap_ring,
@@ -15,7 +15,7 @@ from meshlearn.overlay.chord import (
     in_open,
     ring_peers,
 )
-from meshlearn.overlay.chord_packets import (
+from meshlearn.overlay.chord.packets import (
     FailureNotice,
     FailureReport,
     FailureWalk,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from meshlearn.overlay.dsml import DsmlSettings, dsml_parents, measure_maintenance, simulate_dsml
-from meshlearn.overlay.dsml_node import UNIT, DsmlNode, DsmlTiming, dsml_height, expand_runs, runs_of
+from meshlearn.overlay.dsml.node import UNIT, DsmlNode, DsmlTiming, dsml_height, expand_runs, runs_of
+from meshlearn.overlay.dsml.sim import DsmlSettings, dsml_parents, measure_maintenance, simulate_dsml
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
-from meshlearn.overlay.skipgraph import Peer, bootstrap_skipgraph, random_mvecs
+from meshlearn.overlay.skipgraph.node import Peer, bootstrap_skipgraph, random_mvecs
 
 
 def _network(n: int, mode: str, seed: int = 0, **timing):

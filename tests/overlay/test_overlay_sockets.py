@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from meshlearn.errors import UsageError
-from meshlearn.overlay.swim_config import swim_preset
-from meshlearn.overlay.swim_packets import DEAD, Gossip
-from meshlearn.overlay.udp_host import SwimHost, parse_cluster
+from meshlearn.overlay.swim.config import swim_preset
+from meshlearn.overlay.swim.packets import DEAD, Gossip
+from meshlearn.overlay.swim.udp import SwimHost, parse_cluster
 from meshlearn.wire import FrameCodec
 
 KEY = b"cluster-key"
@@ -67,8 +67,8 @@ def test_parse_cluster_ranges_and_errors():
 
 
 def test_a_chord_ring_forms_over_udp_exactly_as_in_simulation():
-    from meshlearn.overlay.chord import ChordNode, ChordSettings, bootstrap_ring, ring_peers
-    from meshlearn.overlay.udp_host import runtimes_for
+    from meshlearn.overlay.chord.node import ChordNode, ChordSettings, bootstrap_ring, ring_peers
+    from meshlearn.overlay.swim.udp import runtimes_for
 
     cluster = {f"127.0.0.1:{p}": ("127.0.0.1", p) for p in free_ports(10)}
     names = list(cluster)
@@ -87,8 +87,8 @@ def test_a_chord_ring_forms_over_udp_exactly_as_in_simulation():
 def test_a_skip_graph_forms_over_udp_exactly_as_in_simulation():
     import numpy as np
 
-    from meshlearn.overlay.skipgraph import SkipGraphNode, SkipGraphSettings, bootstrap_skipgraph, random_mvecs
-    from meshlearn.overlay.udp_host import runtimes_for
+    from meshlearn.overlay.skipgraph.node import SkipGraphNode, SkipGraphSettings, bootstrap_skipgraph, random_mvecs
+    from meshlearn.overlay.swim.udp import runtimes_for
 
     cluster = {f"127.0.0.1:{p}": ("127.0.0.1", p) for p in free_ports(10)}
     names, rng = list(cluster), np.random.default_rng(4)

@@ -2,16 +2,9 @@
 
 import pytest
 
-from meshlearn.overlay.chord import bootstrap_ring, ring_peers
-from meshlearn.overlay.propagation import (
-    ARMS,
-    PropagationNode,
-    PropagationSettings,
-    estimate_regions,
-    estimated_targets,
-    simulate_propagation,
-)
-from meshlearn.overlay.propagation_sim import distance_bucket
+from meshlearn.overlay.chord.node import bootstrap_ring, ring_peers
+from meshlearn.overlay.chord.propagation import ARMS, PropagationNode, estimate_regions, estimated_targets
+from meshlearn.overlay.chord.sim import PropagationSettings, distance_bucket, simulate_propagation
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
 
 BITS, R = 32, 8

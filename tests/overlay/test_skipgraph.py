@@ -7,10 +7,10 @@ import pytest
 
 from meshlearn.errors import ProtocolError
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
-from meshlearn.overlay.skipgraph import (
+from meshlearn.overlay.skipgraph.node import (
     Peer, SkipGraphNode, SkipGraphSettings, bootstrap_skipgraph, prefix_len, random_mvecs,
 )
-from meshlearn.overlay.skipgraph_packets import (
+from meshlearn.overlay.skipgraph.packets import (
     FIND, INSERT, JOIN, LEFT, RIGHT, Ack, Adopt, Aggregate, Found, Linked, Ping, Pong, Route, SetNeighbor, Walk,
     WalkEnd,
 )

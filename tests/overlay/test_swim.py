@@ -7,11 +7,11 @@ import pytest
 from meshlearn.errors import ConfigError
 from meshlearn.net.link import LinkSpec
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
-from meshlearn.overlay.swim import ALL, SwimNode
-from meshlearn.overlay.swim_config import (SwimConfig, retransmit_limit, suspicion_bounds, suspicion_timeout,
+from meshlearn.overlay.swim.config import (SwimConfig, retransmit_limit, suspicion_bounds, suspicion_timeout,
                                            swim_preset)
-from meshlearn.overlay.swim_packets import ALIVE, DEAD, SUSPECT
-from meshlearn.overlay.swim_state import Roster
+from meshlearn.overlay.swim.node import ALL, SwimNode
+from meshlearn.overlay.swim.packets import ALIVE, DEAD, SUSPECT
+from meshlearn.overlay.swim.state import Roster
 
 
 def cluster(n: int, *, seed: int = 0, link: LinkSpec | None = None, warm: bool = True, config=None, **kw):

@@ -3,8 +3,8 @@
 import pytest
 
 from meshlearn.errors import ProtocolError
-from meshlearn.overlay.swim_packets import ALIVE, DEAD, SUSPECT, USER, Ack, Gossip, Nack, Ping, PingReq, Sync
-from meshlearn.overlay.swim_state import MemberTable, Roster
+from meshlearn.overlay.swim.packets import ALIVE, DEAD, SUSPECT, USER, Ack, Gossip, Nack, Ping, PingReq, Sync
+from meshlearn.overlay.swim.state import MemberTable, Roster
 from meshlearn.wire import decode_payload
 
 UPDATES = ((ALIVE, "n1", 3, ""), (SUSPECT, "nœud-2", 7, "n1"), (DEAD, "n3", 0, "n3"), (USER, "n4", 9, b"\x00hi"))

@@ -78,8 +78,8 @@ def up_cmd(
         meshlearn overlay up --listen 127.0.0.1:7000-7024 --cluster 127.0.0.1:7000-7099 --secret-file key
         meshlearn overlay up --listen 127.0.0.1:7025-7049 --cluster 127.0.0.1:7000-7099 --secret-file key ...
     """
-    from meshlearn.overlay.swim_config import swim_preset
-    from meshlearn.overlay.udp_host import SwimHost, open_events, parse_cluster
+    from meshlearn.overlay.swim.config import swim_preset
+    from meshlearn.overlay.swim.udp import SwimHost, open_events, parse_cluster
 
     book = parse_cluster(cluster)
     local = list(parse_cluster([listen]))

@@ -78,8 +78,8 @@ def plan_fd(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Pla
 def plan_dsml(cfg: ExperimentConfig, ws: Workspace, ids: list[str], resume) -> Plan:
     """Hierarchical FedAvg over a Distributed Skip Mesh List: every client is a skip graph member."""
     from meshlearn.experiment.build import deadline_s, make_eval_task, make_train_task
+    from meshlearn.fl.dsml import build_dsml_fl
     from meshlearn.learn import initial_params
-    from meshlearn.overlay.dsml_fl import build_dsml_fl
 
     f = cfg.fl
     meta = dict(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, momentum=f.momentum, weight_decay=f.weight_decay)

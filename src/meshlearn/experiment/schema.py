@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshlearn.fl.decentral_settings import DecentralSettings, TramSettings
 from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
+from meshlearn.fl.dsml import DsmlFLSettings
 from meshlearn.fl.selection_settings import SelectionSettings
 from meshlearn.net.faults import FaultSchedule
-from meshlearn.overlay.dsml_fl import DsmlFLSettings
 
 __all__ = ["ExperimentConfig", "DataConfig", "ModelConfig", "FLConfig", "NetworkConfig", "WireConfig",
            "RuntimeConfig"]

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from meshlearn.config import to_toml
 from meshlearn.errors import ConfigError
-from meshlearn.overlay.dsml import DsmlSettings, simulate_dsml
-from meshlearn.overlay.propagation import PropagationSettings, simulate_propagation
-from meshlearn.overlay.swim_sim import SwimSimSettings, simulate_swim
+from meshlearn.overlay.chord.sim import PropagationSettings, simulate_propagation
+from meshlearn.overlay.dsml.sim import DsmlSettings, simulate_dsml
+from meshlearn.overlay.swim.sim import SwimSimSettings, simulate_swim
 from meshlearn.registry import Registry
 from meshlearn.store import Run, RunStore
 

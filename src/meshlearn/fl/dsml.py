@@ -3,7 +3,7 @@
 Every FL client is a Skip Graph member (join via an introducer, keep-alive, repair); there is
 no fixed server. One round:
 
-1. the **root** (the leftmost member of greatest height, see ``dsml_node``) sends the global
+1. the **root** (the leftmost member of greatest height, see ``overlay/dsml/node.py``) sends the global
    model down to the members that adopted it; each member passes it on to its own adopters;
 2. a member that gets the model finds its two parents (FIND walks), adopts its primary parent
    (so the parent knows whom to wait for: this round's adopters, and last round's until
@@ -35,9 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import ProtocolError
 from meshlearn.node import Context
-from meshlearn.overlay.dsml_node import dsml_height
-from meshlearn.overlay.skipgraph import SkipGraphNode, SkipGraphSettings, random_mvecs
-from meshlearn.overlay.skipgraph_packets import ACK, LEFT, RIGHT, Ack, Adopt, Peer
+from meshlearn.overlay.dsml.node import dsml_height
+from meshlearn.overlay.skipgraph.node import SkipGraphNode, SkipGraphSettings, random_mvecs
+from meshlearn.overlay.skipgraph.packets import ACK, LEFT, RIGHT, Ack, Adopt, Peer
 from meshlearn.wire import Message
 
 __all__ = ["DsmlFLSettings", "DsmlFLNode", "member_vectors", "build_dsml_fl"]

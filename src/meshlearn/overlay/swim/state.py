@@ -20,7 +20,7 @@ from array import array
 
 import numpy as np
 
-from meshlearn.overlay.swim_packets import ALIVE, SUSPECT, USER, update_size
+from meshlearn.overlay.swim.packets import ALIVE, SUSPECT, USER, update_size
 
 __all__ = ["Roster", "MemberTable", "ProbeOrder", "BroadcastQueue", "UNKNOWN", "LIVE"]
 

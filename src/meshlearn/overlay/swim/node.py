@@ -28,10 +28,10 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from meshlearn.node import Context, Node
-from meshlearn.overlay.swim_config import SwimConfig, retransmit_limit, suspicion_timeout
-from meshlearn.overlay.swim_packets import (ALIVE, DEAD, SUSPECT, USER, Ack, Gossip, Nack, Ping, PingReq,
+from meshlearn.overlay.swim.config import SwimConfig, retransmit_limit, suspicion_timeout
+from meshlearn.overlay.swim.packets import (ALIVE, DEAD, SUSPECT, USER, Ack, Gossip, Nack, Ping, PingReq,
                                             Sync)
-from meshlearn.overlay.swim_state import LIVE, UNKNOWN, BroadcastQueue, MemberTable, ProbeOrder, Roster
+from meshlearn.overlay.swim.state import LIVE, UNKNOWN, BroadcastQueue, MemberTable, ProbeOrder, Roster
 from meshlearn.wire.frame import HEADER_SIZE, MAC_SIZE
 
 __all__ = ["SwimNode", "ALL"]
@@ -46,7 +46,7 @@ class SwimNode(Node):
 
     ``seeds``: members contacted to join and re-contacted every ``rejoin_interval_s``.
     ``members``: ids known alive at start (a warm start, as if just synced; for large
-    simulations), or ``ALL``: every id in ``roster``. ``roster`` may be shared by simulated members (see ``swim_state``).
+    simulations), or ``ALL``: every id in ``roster``. ``roster`` may be shared by simulated members (see ``state.py``).
     ``phase``: first probe after this many seconds (None: uniform in one period).
     """
 

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from meshlearn.errors import UsageError
-from meshlearn.overlay.skipgraph_packets import Peer
+from meshlearn.overlay.skipgraph.packets import Peer
 
 __all__ = ["MVEC_BITS", "SkipGraphView", "between", "bootstrap_skipgraph", "prefix_len", "random_mvecs"]
 

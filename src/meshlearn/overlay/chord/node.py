@@ -5,7 +5,7 @@ top ``bits`` of SHA-1 of the node name), the converged state of a ring computed 
 (``bootstrap_ring``, for 10,000-node experiments that should not spend simulated minutes
 converging), the settings, and ``ChordNode``: join through a bootstrap node, periodic stabilize /
 notify, fix_fingers and check_predecessor, a successor list of r entries, and recursive lookup
-routing. Packets live in ``chord_packets.py``.
+routing. Packets live in ``packets.py``.
 
 A peer is the tuple ``(id, name)``: the ring identifier and the name a runtime sends to.
 
@@ -14,7 +14,7 @@ Rules of the node (Stoica et al., SIGCOMM 2001, with the successor-list extensio
 * ``succs[0]`` is the successor; ``succs`` holds at most r peers, never ``self`` unless alone;
 * ``fingers[i]`` is the successor of ``id + 2**i`` (possibly ``self``), or None while unknown;
 * a peer learnt dead is kept in ``dead`` for ``dead_ttl_s`` and refused in every table;
-* subclasses (``propagation.py``) extend ``HANDLERS`` / ``_t_<timer>`` methods and override the
+* subclasses (``PropagationNode`` in ``propagation.py``) extend ``HANDLERS`` / ``_t_<timer>`` methods and override the
   hooks ``_peer_failed`` and ``_table_changed``; everything else is shared.
 """
 
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import UsageError
 from meshlearn.node import Context, Node
-from meshlearn.overlay.chord_packets import (
+from meshlearn.overlay.chord.packets import (
     FindSuccessor,
     FoundSuccessor,
     GetNeighbors,

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 
 from meshlearn.errors import UsageError
 from meshlearn.node import Context
-from meshlearn.overlay.skipgraph import MVEC_BITS, SkipGraphNode, SkipGraphSettings, prefix_len
-from meshlearn.overlay.skipgraph_packets import (
+from meshlearn.overlay.skipgraph.node import MVEC_BITS, SkipGraphNode, SkipGraphSettings, prefix_len
+from meshlearn.overlay.skipgraph.packets import (
     ACK, COPY, LEFT, PROBE, PROBE_ACK, RELEASE, RIGHT, Ack, Adopt, Aggregate, Peer,
 )
 

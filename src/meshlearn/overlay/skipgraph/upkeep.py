@@ -20,8 +20,8 @@ from __future__ import annotations
 from itertools import chain
 
 from meshlearn.node import Context
-from meshlearn.overlay.skipgraph_packets import FIND, LEFT, REPAIR, RIGHT, Peer, Ping, Pong
-from meshlearn.overlay.skipgraph_view import MVEC_BITS, between, prefix_len
+from meshlearn.overlay.skipgraph.packets import FIND, LEFT, REPAIR, RIGHT, Peer, Ping, Pong
+from meshlearn.overlay.skipgraph.view import MVEC_BITS, between, prefix_len
 
 __all__ = ["SkipGraphUpkeep"]
 

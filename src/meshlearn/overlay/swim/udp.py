@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from meshlearn.errors import UsageError
-from meshlearn.overlay.swim import SwimNode
-from meshlearn.overlay.swim_config import SwimConfig
-from meshlearn.overlay.swim_packets import ALIVE, DEAD, SUSPECT
+from meshlearn.overlay.swim.config import SwimConfig
+from meshlearn.overlay.swim.node import SwimNode
+from meshlearn.overlay.swim.packets import ALIVE, DEAD, SUSPECT
 from meshlearn.runtime.aio import STAT_KEYS, AsyncioRuntime
 
 __all__ = ["parse_cluster", "runtimes_for", "SwimHost"]

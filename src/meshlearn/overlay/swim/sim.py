@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.net.link import LinkSpec
 from meshlearn.overlay.simnet import LAN_LINK, crash_at, overlay_simulator
-from meshlearn.overlay.swim import ALL, SwimNode
-from meshlearn.overlay.swim_config import SWIM_PRESETS, swim_preset
-from meshlearn.overlay.swim_state import Roster
+from meshlearn.overlay.swim.config import SWIM_PRESETS, swim_preset
+from meshlearn.overlay.swim.node import ALL, SwimNode
+from meshlearn.overlay.swim.state import Roster
 
 __all__ = ["SwimSimSettings", "simulate_swim"]
 

@@ -21,21 +21,22 @@ list, fingers; a peer held twice is probed once) with Ping / Pong; an entry unan
 "Failure-check messages" are the probes and their acks; the stateful arm's will messages are
 counted separately (``maintenance``) and added for the comparison. Repairs (on-demand stabilize,
 finger lookups) are the same code in every arm and are reported apart, as are notifications.
-``simulate_propagation`` runs one arm under Poisson crashes; the experiment (simulator set-up,
-ground truth, per-failure analysis) lives in ``propagation_sim.py``, kept out of the protocol.
+``PropagationConfig`` holds the protocol's settings (ring shape, keep-alive schedule, arm); the
+experiment that runs an arm under Poisson crashes (``PropagationSettings``, ``simulate_propagation``)
+is the driver in ``chord/sim.py``, which this module never imports.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshlearn.errors import UsageError
 from meshlearn.node import Context
-from meshlearn.overlay.chord import HOP_LIMIT, ChordNode, ChordSettings, RingState, in_half_open
-from meshlearn.overlay.chord_packets import (
+from meshlearn.overlay.chord.node import HOP_LIMIT, ChordNode, ChordSettings, RingState, in_half_open
+from meshlearn.overlay.chord.packets import (
     MAX_PEERS,
     FailureNotice,
     FailureReport,
@@ -48,30 +49,24 @@ from meshlearn.overlay.chord_packets import (
 
 __all__ = [
     "ARMS",
-    "PropagationSettings",
+    "PropagationConfig",
     "PropagationNode",
     "estimate_regions",
     "estimated_targets",
-    "simulate_propagation",
 ]
 
 Arm = Literal["baseline", "stateful", "stateless"]
 ARMS: tuple[str, ...] = ("baseline", "stateful", "stateless")
 
 
-class PropagationSettings(BaseModel):
-    """One propagation experiment: ring, churn, keep-alive schedule and the arm compared."""
+class PropagationConfig(BaseModel):
+    """The protocol side of a propagation member: ring shape, keep-alive schedule and the arm."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arm: Arm = Field("stateless", description="baseline (A), stateful backpointers (B) or stateless estimation (C)")
-    nodes: int = Field(10_000, ge=8, description="ring size at the start")
     bits: int = Field(32, ge=8, le=32, description="identifier bits m of the Chord ring")
     successors: int = Field(8, ge=1, le=64, description="successor-list length r")
-    duration_s: float = Field(60.0, gt=0, description="simulated seconds")
-    warmup_s: float = Field(5.0, ge=0, description="no crashes and no message counting before this time")
-    drain_s: float = Field(15.0, ge=0, description="no crashes in the last drain_s seconds, so repairs can finish")
-    churn_per_min: float = Field(0.01, ge=0, description="Poisson crash rate, as a fraction of `nodes` per minute")
     near_period_s: float = Field(
         1.0, gt=0, description="keep-alive period of the successor list and predecessor (of every entry in A and B)")
     probe_timeout_s: float = Field(0.5, gt=0, description="a probe unanswered this long means dead (< near_period_s)")
@@ -87,12 +82,10 @@ class PropagationSettings(BaseModel):
     repair_retry_s: float = Field(2.0, gt=0, description="retry an unanswered finger-repair lookup after this long")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PropagationSettings":
+    def _consistent(self) -> "PropagationConfig":
         if self.probe_timeout_s >= self.near_period_s:
             raise UsageError(f"probe_timeout_s ({self.probe_timeout_s}) must be below near_period_s "
                              f"({self.near_period_s}): a probe must time out before the next one")
-        if self.warmup_s + self.drain_s >= self.duration_s:
-            raise UsageError("warmup_s + drain_s must be below duration_s (no time left for crashes)")
         if self.max_period_s < self.near_period_s:
             raise UsageError("max_period_s must be at least near_period_s")
         return self
@@ -156,7 +149,7 @@ class PropagationNode(ChordNode):
         FailureWalk: "_on_walk",
     }
 
-    def __init__(self, name: str, *, settings: PropagationSettings, ring_id: int | None = None,
+    def __init__(self, name: str, *, settings: PropagationConfig, ring_id: int | None = None,
                  state: RingState | None = None):
         super().__init__(name, settings=settings.chord(), ring_id=ring_id, state=state)
         self.prop = settings
@@ -394,15 +387,3 @@ class PropagationNode(ChordNode):
         if src not in self._executed:
             self.wills[src] = (ctx.now, msg.peers)
 
-
-# ----- the experiment -------------------------------------------------------------------------
-def simulate_propagation(settings: PropagationSettings, *, seed: int,
-                         progress: Callable[[float], None] | None = None) -> dict:
-    """Run ``settings.arm`` on a converged ring under Poisson crashes (see ``propagation_sim.py``).
-
-    Returns summary metrics and ``rows`` (one dict per failure). Arms run with the same seed face
-    the same ring, crash times and victims. ``progress`` gets the fraction of simulated time done.
-    """
-    from meshlearn.overlay.propagation_sim import run_experiment  # the simulator stays out of the protocol
-
-    return run_experiment(settings, seed=seed, progress=progress)

@@ -22,10 +22,10 @@ leaf list, when a pointer is dead). Walks implement
 **Search** is greedy routing: forward to the farthest neighbour that does not pass the target;
 O(log n) hops. **Leave** tells both neighbours at every level about each other.
 
-``bootstrap_skipgraph`` (``skipgraph_view.py``) computes the converged structure directly (large
+``bootstrap_skipgraph`` (``view.py``) computes the converged structure directly (large
 simulations start from it); tests check that protocol joins produce exactly that structure.
-Keep-alive, repair and level stabilization live in ``skipgraph_upkeep.py`` (a mixin of the node);
-packets in ``skipgraph_packets.py``.
+Keep-alive, repair and level stabilization live in ``upkeep.py`` (a mixin of the node);
+packets in ``packets.py``.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from dataclasses import dataclass
 
 from meshlearn.errors import UsageError
 from meshlearn.node import Context, Node
-from meshlearn.overlay.skipgraph_packets import (
+from meshlearn.overlay.skipgraph.packets import (
     FIND, INSERT, JOIN, LEFT, REPAIR, RIGHT, SEARCH, Found, Linked, Peer, Ping, Pong, Route, SetNeighbor, Walk,
     WalkEnd,
 )
-from meshlearn.overlay.skipgraph_upkeep import SkipGraphUpkeep
-from meshlearn.overlay.skipgraph_view import (
+from meshlearn.overlay.skipgraph.upkeep import SkipGraphUpkeep
+from meshlearn.overlay.skipgraph.view import (
     MVEC_BITS, SkipGraphView, bootstrap_skipgraph, prefix_len, random_mvecs,
 )
 

@@ -5,8 +5,8 @@ from pydantic import ValidationError
 
 from meshlearn.experiment.build import build_simulation, client_ids
 from meshlearn.experiment.schema import ExperimentConfig
-from meshlearn.overlay.dsml import dsml_parents
-from meshlearn.overlay.dsml_fl import member_vectors
+from meshlearn.fl.dsml import member_vectors
+from meshlearn.overlay.dsml.sim import dsml_parents
 
 N = 12
 

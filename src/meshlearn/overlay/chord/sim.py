@@ -1,10 +1,11 @@
-"""The propagation experiment: one arm on a converged Chord ring under Poisson crashes.
+"""The propagation experiment: one arm on a converged Chord ring under Poisson crashes (a driver).
 
-What lives here: the simulation set-up (ring from ``bootstrap_ring``, crash schedule that depends
-on the seed only, so every arm faces the same failures), the ground truth taken just before each
-crash (which live nodes hold the failed node f: its true backpointers; in the stateful arm also
-the will f's successor holds), and the per-failure analysis after the run. The protocol itself
-is in ``propagation.py``; call this through ``propagation.simulate_propagation``.
+What lives here: ``PropagationSettings`` (the protocol's ``PropagationConfig`` plus ring size,
+duration and churn: one flat TOML table), ``simulate_propagation``, the simulation set-up (ring
+from ``bootstrap_ring``, crash schedule that depends on the seed only, so every arm faces the same
+failures), the ground truth taken just before each crash (which live nodes hold the failed node f:
+its true backpointers; in the stateful arm also the will f's successor holds), and the per-failure
+analysis after the run. The protocol itself is in ``chord/propagation.py``.
 
 Per failure: first-detection delay; time until every live holder of f has dropped it (holders
 that crash first are excluded; one never repaired makes the row ``None``); notifications sent;
@@ -19,26 +20,45 @@ from bisect import bisect_right
 from typing import Callable
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from meshlearn.overlay.chord import bootstrap_ring, chord_id
-from meshlearn.overlay.chord_packets import Peer
-from meshlearn.overlay.propagation import (
+from meshlearn.errors import UsageError
+from meshlearn.overlay.chord.node import bootstrap_ring, chord_id
+from meshlearn.overlay.chord.packets import Peer
+from meshlearn.overlay.chord.propagation import (
+    PropagationConfig,
     PropagationNode,
-    PropagationSettings,
     estimate_regions,
     estimated_targets,
 )
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
 
-__all__ = ["run_experiment", "distance_bucket"]
+__all__ = ["PropagationSettings", "simulate_propagation", "distance_bucket"]
 
 
-def run_experiment(settings: PropagationSettings, *, seed: int,
-                   progress: Callable[[float], None] | None = None) -> dict:
-    """Run one arm on a converged ring under Poisson crashes; summary metrics plus per-failure rows.
+class PropagationSettings(PropagationConfig):
+    """One propagation experiment: the members' protocol settings, ring size, duration and churn."""
+
+    nodes: int = Field(10_000, ge=8, description="ring size at the start")
+    duration_s: float = Field(60.0, gt=0, description="simulated seconds")
+    warmup_s: float = Field(5.0, ge=0, description="no crashes and no message counting before this time")
+    drain_s: float = Field(15.0, ge=0, description="no crashes in the last drain_s seconds, so repairs can finish")
+    churn_per_min: float = Field(0.01, ge=0, description="Poisson crash rate, as a fraction of `nodes` per minute")
+
+    @model_validator(mode="after")
+    def _time_for_crashes(self) -> "PropagationSettings":
+        if self.warmup_s + self.drain_s >= self.duration_s:
+            raise UsageError("warmup_s + drain_s must be below duration_s (no time left for crashes)")
+        return self
+
+
+def simulate_propagation(settings: PropagationSettings, *, seed: int,
+                         progress: Callable[[float], None] | None = None) -> dict:
+    """Run ``settings.arm`` on a converged ring under Poisson crashes; summary metrics plus per-failure rows.
 
     The ring, the crash times and the victims depend on ``seed`` only (not on the arm), so arms
-    run with the same seed face the same failures.
+    run with the same seed face the same failures. ``progress`` gets the fraction of simulated
+    time done.
     """
     wall0 = time.perf_counter()
     peers = sorted(_unique_peers(settings.nodes, settings.bits))

@@ -1,6 +1,6 @@
 """Distributed Skip Mesh List experiments: settings, the converged hierarchy, ``simulate_dsml``.
 
-The protocol lives in ``dsml_node.py`` (one member: parents found by skip graph walks each round,
+The protocol lives in ``node.py`` (one member: parents found by skip graph walks each round,
 partial aggregates with fail-over / splitting / custody). This module runs it at scale:
 
 * every arm (failover, split, tree, flat) sees the same members, the same membership vectors and
@@ -27,9 +27,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from meshlearn.net.link import LinkSpec
-from meshlearn.overlay.dsml_node import MODES, UNIT, DsmlNode, DsmlTiming, dsml_height
+from meshlearn.overlay.dsml.node import MODES, UNIT, DsmlNode, DsmlTiming, dsml_height
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
-from meshlearn.overlay.skipgraph import (
+from meshlearn.overlay.skipgraph.node import (
     Peer, SkipGraphNode, SkipGraphSettings, SkipGraphView, bootstrap_skipgraph, random_mvecs,
 )
 

@@ -1,0 +1,1 @@
+"""Chord ring and failure propagation. Protocol: ``node``, ``propagation``, ``packets``; driver: ``sim``."""

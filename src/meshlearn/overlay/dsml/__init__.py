@@ -1,0 +1,1 @@
+"""Distributed Skip Mesh List aggregation. Protocol: ``node``; driver: ``sim``."""

@@ -1,0 +1,1 @@
+"""Skip Graph membership (protocol only): ``node``, ``upkeep``, ``view``, ``packets``."""

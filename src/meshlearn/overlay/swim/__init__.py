@@ -1,0 +1,1 @@
+"""SWIM + Lifeguard. Protocol: ``node``, ``packets``, ``config``, ``state``; drivers: ``sim``, ``udp``."""
