@@ -31,7 +31,8 @@ from meshlearn.node import Context, Node
 from meshlearn.overlay.swim.config import SwimConfig, retransmit_limit, suspicion_timeout
 from meshlearn.overlay.swim.packets import (ALIVE, DEAD, SUSPECT, USER, Ack, Gossip, Nack, Ping, PingReq,
                                             Sync)
-from meshlearn.overlay.swim.state import LIVE, UNKNOWN, BroadcastQueue, MemberTable, ProbeOrder, Roster
+from meshlearn.overlay.swim.state import (LIVE, UNKNOWN, BroadcastQueue, MemberTable, Probe, ProbeOrder, Roster,
+                                          Suspicion)
 from meshlearn.wire.frame import HEADER_SIZE, MAC_SIZE
 
 __all__ = ["SwimNode", "ALL"]
@@ -69,9 +70,9 @@ class SwimNode(Node):
         self.table = MemberTable(self.roster)
         self.queue, self.order = BroadcastQueue(), ProbeOrder()
         self.incarnation = self.awareness = self.seq = self.user_seq = 0
-        self.probe: list | None = None  # [seq, slot, acked, nacks expected, nacks received]
+        self.probe: Probe | None = None
         self.relays: dict[int, tuple[str, int]] = {}  # my ping seq -> (requester, its seq)
-        self.suspicions: dict[int, list] = {}  # slot -> [start, incarnation, confirmers, n]
+        self.suspicions: dict[int, Suspicion] = {}  # slot -> its running suspicion
         self.user_seen: set[tuple[str, int]] = set()
         self._gossip_armed = False
 
@@ -137,7 +138,7 @@ class SwimNode(Node):
             if self.table.get(slot) == SUSPECT:
                 buddy = (SUSPECT, target, self.table.incarnation(slot), self.node_id)
             ctx.send(target, Ping(self.seq, target, self._updates(target, buddy)), reliable=False)
-            self.probe = [self.seq, slot, False, 0, 0]
+            self.probe = Probe(self.seq, slot)
             ctx.set_timer("probe_timeout", self.config.probe_timeout_s * scale)
         ctx.set_timer("probe", self.config.probe_interval_s * scale)
 
@@ -149,10 +150,10 @@ class SwimNode(Node):
     def _conclude_probe(self, ctx: Context) -> None:
         """End of the last probe's period: no ack means suspect (and worse local health)."""
         probe, self.probe = self.probe, None
-        if probe is None or probe[2]:
+        if probe is None or probe.acked:
             return
-        _, slot, _, expected, nacks = probe
-        self._health(ctx, (expected - nacks) if expected else 1)
+        expected, slot = probe.nacks_expected, probe.slot
+        self._health(ctx, (expected - probe.nacks) if expected else 1)
         if self.table.get(slot) in LIVE:
             node = self.roster.ids[slot]
             self._apply(ctx, (SUSPECT, node, self.table.incarnation(slot), self.node_id), self.node_id)
@@ -160,9 +161,9 @@ class SwimNode(Node):
     def _indirect(self, ctx: Context) -> None:
         """Direct probe timed out: ask k members to probe the target (PingReq)."""
         probe = self.probe
-        if probe is None or probe[2]:
+        if probe is None or probe.acked:
             return
-        seq, slot = probe[0], probe[1]
+        seq, slot = probe.seq, probe.slot
         target, exclude = self.roster.ids[slot], [self.me, slot]
         for _ in range(self.config.indirect_checks):
             helper = self.table.random_member(ctx.rng, tuple(exclude), (ALIVE,))
@@ -171,7 +172,7 @@ class SwimNode(Node):
             exclude.append(helper)
             node = self.roster.ids[helper]
             ctx.send(node, PingReq(seq, target, self._updates(target)), reliable=False)
-            probe[3] += 1
+            probe.nacks_expected += 1
 
     def _health(self, ctx: Context, delta: int) -> None:
         self.awareness = min(max(self.awareness + delta, 0), self.config.awareness_max - 1)
@@ -194,8 +195,8 @@ class SwimNode(Node):
     def _on_ack(self, ctx: Context, src: str, msg: Ack) -> None:
         self._merge(ctx, src, msg.updates)
         probe = self.probe
-        if probe is not None and msg.seq == probe[0] and not probe[2]:
-            probe[2] = True
+        if probe is not None and msg.seq == probe.seq and not probe.acked:
+            probe.acked = True
             ctx.cancel_timer("probe_timeout")
             self._health(ctx, -1)
             return
@@ -220,8 +221,8 @@ class SwimNode(Node):
 
     def _on_nack(self, ctx: Context, src: str, msg: Nack) -> None:
         probe = self.probe
-        if probe is not None and msg.seq == probe[0]:
-            probe[4] += 1
+        if probe is not None and msg.seq == probe.seq:
+            probe.nacks += 1
 
     def _on_gossip(self, ctx: Context, src: str, msg: Gossip) -> None:
         self._merge(ctx, src, msg.updates)
@@ -285,18 +286,18 @@ class SwimNode(Node):
         current, known, node = self.table.get(slot), self.table.incarnation(slot), update[1]
         suspicion = self.suspicions.get(slot)
         if current == SUSPECT and inc == known and suspicion is not None:
-            if frm in suspicion[2]:
+            if frm in suspicion.confirmers:
                 return
-            suspicion[2].add(frm)  # an independent confirmation: shorten the timer, pass it on
+            suspicion.confirmers.add(frm)  # an independent confirmation: shorten the timer, pass it on
             self._queue(ctx, update)
-            remaining = suspicion_timeout(self.config, suspicion[3], len(suspicion[2]) - 1)
-            ctx.set_timer(f"s:{node}", remaining - (ctx.now - suspicion[0]))
+            remaining = suspicion_timeout(self.config, suspicion.members, len(suspicion.confirmers) - 1)
+            ctx.set_timer(f"s:{node}", remaining - (ctx.now - suspicion.start))
             return
         if current == SUSPECT and inc == known:
             return
         self._set(ctx, slot, SUSPECT, inc, "suspect", update)
         n = max(self.table.live, 1)
-        self.suspicions[slot] = [ctx.now, inc, {frm}, n]
+        self.suspicions[slot] = Suspicion(ctx.now, inc, {frm}, n)
         ctx.set_timer(f"s:{node}", suspicion_timeout(self.config, n, 0))
 
     def _suspicion_expired(self, ctx: Context, slot: int) -> None:
@@ -304,7 +305,7 @@ class SwimNode(Node):
         if suspicion is None or self.table.get(slot) != SUSPECT:
             return
         node = self.roster.ids[slot]
-        self._apply(ctx, (DEAD, node, suspicion[1], self.node_id), self.node_id)
+        self._apply(ctx, (DEAD, node, suspicion.incarnation, self.node_id), self.node_id)
 
     def _about_me(self, ctx: Context, code: int, inc: int, frm: str) -> None:
         """Someone says I am suspect / dead (refute with a higher incarnation), or alive."""

@@ -1,4 +1,4 @@
-"""What a SWIM member remembers: its membership table, probe order and broadcast queue.
+"""What a SWIM member remembers: its membership table, probe order, broadcast queue, probe, suspicions.
 
 Memory is the constraint at 10,000 simulated members (each knows all the others), so:
 
@@ -9,20 +9,24 @@ Memory is the constraint at 10,000 simulated members (each knows all the others)
   dict (most are 0) and change times only for suspect / dead members.
 * ``ProbeOrder`` walks the members in a shuffled round-robin (SWIM §4.3) without storing the
   shuffled list: an affine permutation ``slot = (a·k + b) mod R`` with fresh random a, b per cycle.
-* ``BroadcastQueue`` holds piggybacked updates, least-sent first; a newer update about a member
-  replaces the queued one; each is dropped after the retransmit limit.
+* ``BroadcastQueue`` holds piggybacked updates (``Queued``), least-sent first; a newer update
+  about a member replaces the queued one; each is dropped after the retransmit limit.
+* ``Probe`` is the probe of the current protocol period, ``Suspicion`` one running Lifeguard
+  suspicion (small slotted records: a member holds one probe and a few suspicions at a time).
 """
 
 from __future__ import annotations
 
 import math
 from array import array
+from dataclasses import dataclass
 
 import numpy as np
 
 from meshlearn.overlay.swim.packets import ALIVE, SUSPECT, USER, update_size
 
-__all__ = ["Roster", "MemberTable", "ProbeOrder", "BroadcastQueue", "UNKNOWN", "LIVE"]
+__all__ = ["Roster", "MemberTable", "ProbeOrder", "BroadcastQueue", "Queued", "Probe", "Suspicion", "UNKNOWN",
+           "LIVE"]
 
 UNKNOWN = 0
 LIVE = (ALIVE, SUSPECT)  # members that are probed and counted in N
@@ -153,11 +157,42 @@ class ProbeOrder:
             self.a = self.a % (size - 1) + 1
 
 
+@dataclass(slots=True)
+class Probe:
+    """The probe of this protocol period: its ping's ``seq``, the target's ``slot``, what came back."""
+
+    seq: int
+    slot: int
+    acked: bool = False
+    nacks_expected: int = 0  # one per PingReq sent (each helper answers Ack or Nack)
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class Suspicion:
+    """A running suspicion of one member: its timer falls as independent ``confirmers`` add up."""
+
+    start: float  # when it began
+    incarnation: int  # the suspected incarnation (the DEAD it times out into carries it)
+    confirmers: set[str]  # members that suspected it, the first included
+    members: int  # N when it began: the timeout bounds depend on it
+
+
+@dataclass(slots=True)
+class Queued:
+    """An update waiting in the broadcast queue."""
+
+    transmits: int
+    rank: int  # minus the push order: newer updates first among equal transmits
+    update: tuple
+    size: int  # encoded bytes (``update_size``)
+
+
 class BroadcastQueue:
     """Updates waiting to be piggybacked: fewest transmissions first, newest first among equals."""
 
     def __init__(self) -> None:
-        self.items: dict[object, list] = {}  # key -> [transmits, -order, update, size]
+        self.items: dict[object, Queued] = {}  # key: the member, or (origin, seq) of a user message
         self._order = 0
 
     def __len__(self) -> int:
@@ -167,7 +202,7 @@ class BroadcastQueue:
         """Queue ``update``; it replaces a queued update about the same member (or user message)."""
         self._order += 1
         key = (update[1], update[2]) if update[0] == USER else update[1]
-        self.items[key] = [0, -self._order, update, update_size(update)]
+        self.items[key] = Queued(0, -self._order, update, update_size(update))
 
     def take(self, member_budget: int, user_budget: int, limit: int, first: tuple | None = None) -> tuple:
         """Updates for one packet; each counts one transmit and leaves after ``limit`` of them.
@@ -187,16 +222,16 @@ class BroadcastQueue:
     def _fill(self, ranked: list, users: bool, budget: int, limit: int, chosen: list) -> int:
         used = 0
         for key, item in ranked:
-            if (item[2][0] == USER) != users or used + item[3] > budget:
+            if (item.update[0] == USER) != users or used + item.size > budget:
                 continue
-            chosen.append(item[2])
-            used += item[3]
-            item[0] += 1
-            if item[0] >= limit:
+            chosen.append(item.update)
+            used += item.size
+            item.transmits += 1
+            if item.transmits >= limit:
                 del self.items[key]
         return used
 
 
-def _rank(entry: tuple) -> tuple:
-    return entry[1][0], entry[1][1]
+def _rank(entry: tuple[object, Queued]) -> tuple[int, int]:
+    return entry[1].transmits, entry[1].rank
 
