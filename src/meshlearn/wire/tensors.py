@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,7 +46,8 @@ SUPPORTED_DTYPES: dict[str, np.dtype] = {
 MAX_NDIM = 32
 MAX_NAME_BYTES = 1024
 _REQUIRED_KEYS = frozenset(["name", "dtype", "shape", "stored", "quant", "compression", "raw_length"])
-_SCHEMES = ("fp16", "int8")  # the quantisation schemes TensorCodec.quantize names
+Quantize = Literal["none", "fp16", "int8"]
+_SCHEMES: tuple[str, ...] = get_args(Quantize)[1:]  # the quantisation schemes TensorCodec.quantize names
 _PARAM_KEYS = frozenset(k for name in _SCHEMES for k in get_scheme(name).params)
 
 
@@ -59,7 +60,7 @@ class TensorCodec(BaseModel):
     """Lossless stage: zstd has the better ratio, lz4 the lower latency."""
     zstd_level: int = Field(1, ge=1, le=22)
     """zstd level; 1 is ~5x faster than 3 for about the same ratio on float data."""
-    quantize: Literal["none", "fp16", "int8"] = "none"
+    quantize: Quantize = "none"
     """Lossy stage, a scheme of ``wire/quant.py``: fp16 halves float32, int8 (per-tensor affine) quarters it."""
 
 
