@@ -125,7 +125,7 @@ class ChannelSpec(BaseModel):
     @property
     def scheme(self) -> QuantScheme:
         """The quantisation scheme ``quant`` (with ``bits`` for uniform) names."""
-        return get_scheme("uniform", bits=self.bits) if self.quant == "uniform" else get_scheme(self.quant)
+        return _scheme(self.quant, self.bits)
 
     @property
     def element_bits(self) -> int:
@@ -138,6 +138,11 @@ class ChannelSpec(BaseModel):
         if self.elements_per_packet is not None:
             return self.elements_per_packet
         return (self.mtu - self.header_bytes - HEADER.size) * 8 // self.element_bits
+
+
+@lru_cache(maxsize=None, typed=True)
+def _scheme(quant: str, bits: int) -> QuantScheme:
+    return get_scheme("uniform", bits=bits) if quant == "uniform" else get_scheme(quant)
 
 
 def _payload_len(count: int, bits: int) -> int:
@@ -174,19 +179,20 @@ def encode_packets(x: np.ndarray, spec: ChannelSpec, tag: int = 0) -> list[bytes
     if not 0 <= int(tag) <= 0xFFFFFFFF:
         raise UsageError(f"tag must fit in 32 bits, got {tag}")
     flat = np.asarray(x, dtype=np.float32).reshape(1, -1)
-    q = spec.scheme.encode(flat)
+    scheme = spec.scheme
+    q = scheme.encode(flat)
     lo, scale = (float(q.params[k][0]) if k in q.params else 0.0 for k in _HEADER_PARAMS)
     order, per, total = packet_plan(flat.shape[1], spec)
     codec = COMPRESSORS.get(spec.compress) if spec.compress != "none" else None
     packets = []
     for i in range(total):
         chunk = q.codes[0, order[i * per : (i + 1) * per]]
-        raw, flags = spec.scheme.pack(chunk), 0
+        raw, flags = scheme.pack(chunk), 0
         if codec is not None:
             blob = codec.compress(raw, spec.level)
             if len(blob) < len(raw):
                 raw, flags = blob, _FLAG_COMPRESSED
-        head = HEADER.pack(VERSION, _QUANT_CODE[spec.quant], spec.element_bits, flags, int(tag), i, total,
+        head = HEADER.pack(VERSION, _QUANT_CODE[spec.quant], scheme.bits, flags, int(tag), i, total,
                            len(chunk), lo, scale)
         packets.append(head + raw)
     return packets
@@ -219,10 +225,10 @@ def decode_packet(data: bytes, spec: ChannelSpec, n_elements: int) -> DecodedPac
     positions = order[index * per : (index + 1) * per]
     if count != len(positions):
         raise ProtocolError(f"packet {index} claims {count} elements, expected {len(positions)}")
-    slots = dict(zip(_HEADER_PARAMS, (lo, scale)))
-    params = spec.scheme.check_params({k: slots[k] for k in spec.scheme.params})
+    scheme, slots = spec.scheme, dict(zip(_HEADER_PARAMS, (lo, scale)))
+    params = scheme.check_params({k: slots[k] for k in scheme.params})
     payload = _payload(data[HEADER.size :], flags, count, spec)
-    values = spec.scheme.decode(Quantized(spec.scheme.unpack(payload, count), params))
+    values = scheme.decode(Quantized(scheme.unpack(payload, count), params))
     return DecodedPacket(tag, index, total, positions, values)
 
 
@@ -393,7 +399,8 @@ def simulate_batch(z: np.ndarray, spec: ChannelSpec, packet_mask: np.ndarray) ->
     """
     z = np.asarray(z, np.float32)
     flat = z.reshape(len(z), -1)
-    values = spec.scheme.decode(spec.scheme.encode(flat))
+    scheme = spec.scheme
+    values = scheme.decode(scheme.encode(flat))
     mask = element_mask(packet_mask, flat.shape[1], spec)
     return _rescale(values, mask, spec).reshape(z.shape), mask.reshape(z.shape)
 

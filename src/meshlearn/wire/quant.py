@@ -108,19 +108,19 @@ def _register(cls: type[QuantScheme]) -> type[QuantScheme]:
     return cls
 
 
-@lru_cache(maxsize=64)
-def _cached(name: str, settings: tuple[tuple[str, Any], ...]) -> QuantScheme:
-    cls = QUANT_SCHEMES.get(name)
-    try:
-        return cls(**dict(settings))
-    except TypeError:
-        raise UsageError(f"quantisation scheme {name!r} does not take the settings "
-                         f"{[k for k, _ in settings]}") from None
-
-
 def get_scheme(name: str, **settings: Any) -> QuantScheme:
     """The scheme registered as ``name`` with ``settings`` (e.g. ``bits`` for uniform)."""
-    return _cached(name, tuple(sorted(settings.items())))
+    return _cached(name, tuple(sorted((k, type(v), v) for k, v in settings.items())))
+
+
+@lru_cache(maxsize=64)
+def _cached(name: str, settings: tuple[tuple[str, type, Any], ...]) -> QuantScheme:
+    """Keyed on the settings' types too, so ``bits=2.0`` or ``True`` never hits ``bits=2`` or ``1``."""
+    try:
+        return QUANT_SCHEMES.get(name)(**{k: v for k, _, v in settings})
+    except TypeError:
+        raise UsageError(f"quantisation scheme {name!r} does not take the settings "
+                         f"{[k for k, _, _ in settings]}") from None
 
 
 def reject_old_name(value: object, old: str, new: str) -> object:
