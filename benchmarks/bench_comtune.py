@@ -116,12 +116,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3, help="COMtune's peak learning rate (cosine-annealed)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--part", choices=["tail", "all"], default="tail")
-    ap.add_argument("--quantize", action="store_true", help="int8 channel, fake-quantized in fine-tuning")
+    ap.add_argument("--quantize", action="store_true", help="8-bit uniform channel, fake-quantized in fine-tuning")
     ap.add_argument("--mnist", metavar="DIR", help="MNIST IDX files here instead of digits")
     ap.add_argument("--curves-out", metavar="PATH", help="write seed-mean curves JSON for bench_mwjc --curves")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    spec = ChannelSpec(quant="int8" if args.quantize else "fp16", order="permuted",
+    spec = ChannelSpec(quant="uniform" if args.quantize else "fp16", order="permuted",
                        elements_per_packet=args.elements, rescale="none")
     t0 = time.perf_counter()
     rows = [run_seed(s, args, spec) for s in args.seeds]

@@ -12,7 +12,7 @@ training samples are predicted out of fold), and a candidate is feasible only wh
 95 % upper bound of its paired per-sample drop is <= ``--max-drop`` (0.5 points). Reported test
 accuracies come from final models trained on the whole training set. Space: cuts after relu1,
 relu2, pool2, relu3, pool3, relu_fc (the post-activation cuts; ``--all-cuts`` adds conv1, conv2,
-conv3, flatten and fc: same shapes) x k in {none, 1, 2, 4, 8, 16} x {fp32, fp16, int8} = 108
+conv3, flatten and fc: same shapes) x k in {none, 1, 2, 4, 8, 16} x {fp32, fp16, uniform} = 108
 candidates, 30 of them need a fine-tune (per fold). Device: ``iot`` median (0.2 GFLOP/s); server
 100 GFLOP/s. Links: 1 Mbit/s with 10 ms propagation (the iot uplink) and 20 Mbit/s with 5 ms.
 Baseline "best fixed split": the fastest cut with no bottleneck and fp32 (accuracy = the unsplit
@@ -25,11 +25,11 @@ Measured (2-core shared CPU box, one torch thread)::
 
     python benchmarks/bench_nasc.py --cheap-only          (5 folds, 95 % bound, 434 s for 3 seeds)
 
-          link        seed  chosen          best fixed split  ms chosen / fixed  ratio  CV drop (bound)  test diff
-          1Mbit/10ms   0    pool2/k16/int8  relu_fc/-/fp32    18.62 / 21.64      0.860  0.07 (0.48)      -0.56
-          1Mbit/10ms   1    relu_fc/-/int8  relu_fc/-/fp32    20.11 / 21.64      0.929  0.00 (0.00)       0.00
-          1Mbit/10ms   2    relu_fc/-/int8  relu_fc/-/fp32    20.11 / 21.64      0.929  0.07 (0.18)       0.00
-          20Mbit/5ms  0-2   relu1/-/int8    relu1/-/fp32       6.06 /  8.60      0.705  0.00 (0.00)       0.00
+          link        seed  chosen             best fixed split  ms chosen / fixed  ratio  CV drop (bound)  test diff
+          1Mbit/10ms   0    pool2/k16/uniform  relu_fc/-/fp32    18.62 / 21.64      0.860  0.07 (0.48)      -0.56
+          1Mbit/10ms   1    relu_fc/-/uniform  relu_fc/-/fp32    20.11 / 21.64      0.929  0.00 (0.00)       0.00
+          1Mbit/10ms   2    relu_fc/-/uniform  relu_fc/-/fp32    20.11 / 21.64      0.929  0.07 (0.18)       0.00
+          20Mbit/5ms  0-2   relu1/-/uniform    relu1/-/fp32       6.06 /  8.60      0.705  0.00 (0.00)       0.00
 
     Bar ("lower modelled latency than the best fixed split point at equal accuracy, ±1 point"): met
     on every (seed, link): 0.70-0.93x the fixed split's latency, test accuracy -0.56 / 0 / 0 points.
@@ -43,7 +43,7 @@ The earlier protocol (``--folds 1 --confidence 0.5``: one 288-sample validation 
 estimate, what the first measurement used) picked width-1/2 bottlenecks after relu1 at 0.51-0.62x
 the latency but lost -1.95 / -1.11 / -1.11 test points (bar missed): the validation drop of those
 tiny bottlenecks was 0-0.35 points, inside the split's noise. Cross-validation (5x the samples
-behind each estimate) plus the 95 % bound rejects them; what remains is int8 on the wire (free at
+behind each estimate) plus the 95 % bound rejects them; what remains is 8-bit uniform on the wire (free at
 these cuts) and, at 1 Mbit/s on seed 0, a width-16 bottleneck at pool2. The figures above are this
 script's JSON output, rounded.
 """

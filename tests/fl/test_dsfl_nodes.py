@@ -71,7 +71,7 @@ def test_first_round_trains_then_predicts_then_uploads():
 
 def test_later_rounds_distil_on_the_previous_aggregate_first():
     client, ctx = started_client()
-    prev = {"prev_indices": np.array([0, 2], np.int32), **encode_soft(np.full((2, 2), 0.5, np.float32), "int8")}
+    prev = {"prev_indices": np.array([0, 2], np.int32), **encode_soft(np.full((2, 2), 0.5, np.float32), "simplex8")}
     client.on_message(ctx, "server", Message(dsfl.ROUND, META, {"indices": np.array([4], np.int32), **prev}))
     task = ctx.tasks[0]
     assert task.kind == "distill" and list(task.indices) == [0, 2] and np.allclose(task.targets, 0.5)
@@ -94,7 +94,8 @@ def test_malformed_round_messages_are_ignored_and_logged():
            Message(dsfl.ROUND, META, {"indices": np.array([[1]], np.int32)}),
            Message(dsfl.ROUND, META, {"indices": np.array([1], np.int32), "prev_indices": np.array([1], np.int32)}),
            Message(dsfl.ROUND, META, {"indices": np.array([1], np.int32), "prev_indices": np.array([1, 2], np.int32),
-                                      **encode_soft(np.full((3, 2), 0.5))})]
+                                      **encode_soft(np.full((3, 2), 0.5))}),
+           Message(dsfl.ROUND, {**META, "encoding": "int8"}, {"indices": np.array([1], np.int32)})]
     for msg in bad:
         client.on_message(ctx, "server", msg)
     client.on_message(ctx, "mallory", Message(dsfl.ROUND, META, {"indices": np.array([1], np.int32)}))

@@ -119,8 +119,8 @@ def test_uploads_carry_exactly_the_soft_labels_and_cost_far_less_than_fedavg(ws)
     assert len(sent) == 3 * N and all(payload < b < payload + 600 for b in sent)  # + envelope and frame
     ours = sum(series(sim, "bytes_up")) + sum(series(sim, "bytes_down"))
     assert ours < 0.5 * fedavg_bytes(ws)  # the 64-unit MLP is small; the benchmark uses a 600k one
-    int8, _ = run_dsfl(ws, settings={"soft_label_encoding": "int8"})
-    assert sum(series(int8, "bytes_up")) < 0.35 * sum(series(sim, "bytes_up"))
+    simplex8, _ = run_dsfl(ws, settings={"soft_label_encoding": "simplex8"})
+    assert sum(series(simplex8, "bytes_up")) < 0.35 * sum(series(sim, "bytes_up"))
 
 
 def test_crashed_client_is_dropped_and_a_recovered_one_rejoins(ws):

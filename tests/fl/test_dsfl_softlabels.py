@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from meshlearn.errors import ProtocolError, RegistryError, UsageError
+from meshlearn.config import validate_config
+from meshlearn.errors import ConfigError, ProtocolError, RegistryError, UsageError
 from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
 from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_soft_labels, decode_soft, encode_soft, entropy, era,
                                      sa, soft_bytes)
@@ -98,9 +99,9 @@ def test_fp16_encoding_error_is_within_half_precision_rounding(probs):
     assert np.all(err <= np.maximum(2.0**-11 * probs, 2.0**-25))
 
 
-def test_int8_encoding_error_is_within_the_documented_bound(probs):
-    t = encode_soft(probs, "int8")
-    assert t["probs_q8"].dtype == np.uint8 and t["probs_q8"].nbytes == soft_bytes(200, 10, "int8") == 2000
+def test_simplex8_encoding_error_is_within_the_documented_bound(probs):
+    t = encode_soft(probs, "simplex8")
+    assert t["probs_q8"].dtype == np.uint8 and t["probs_q8"].nbytes == soft_bytes(200, 10, "simplex8") == 2000
     back = decode_soft(t)
     assert np.allclose(back.sum(1), 1.0, atol=1e-6)  # renormalised
     c = probs.shape[1]
@@ -108,9 +109,9 @@ def test_int8_encoding_error_is_within_the_documented_bound(probs):
     assert np.abs(back - probs).max() < 0.01  # typical error is far below the worst case
 
 
-def test_int8_keeps_every_row_decodable_even_with_many_classes():
+def test_simplex8_keeps_every_row_decodable_even_with_many_classes():
     wide = np.full((2, 600), 1 / 600, np.float32)  # every entry rounds to 0
-    back = decode_soft(encode_soft(wide, "int8"))
+    back = decode_soft(encode_soft(wide, "simplex8"))
     assert np.allclose(back.sum(1), 1.0)
 
 
@@ -127,8 +128,9 @@ def test_decode_rejects_malformed_peer_tensors(tensors, match):
 
 
 def test_encode_rejects_bad_arguments():
-    with pytest.raises(UsageError, match="valid: fp32, fp16, int8"):
-        encode_soft(np.ones((2, 2)), "bf16")
+    for old in ("bf16", "int8"):
+        with pytest.raises(UsageError, match="valid: fp32, fp16, simplex8"):
+            encode_soft(np.ones((2, 2)), old)
     with pytest.raises(UsageError):
         encode_soft(np.ones(4), "fp32")
 
@@ -161,3 +163,10 @@ def test_settings_and_softlabels_do_not_import_torch():
     code = "import sys, meshlearn.fl.distill_settings, meshlearn.fl.softlabels; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_old_int8_setting_fails_in_one_line_naming_simplex8():
+    with pytest.raises(ConfigError) as err:
+        validate_config(DSFLSettings, {"soft_label_encoding": "int8"})
+    assert str(err.value) == "soft_label_encoding: 'int8' was renamed: use 'simplex8'"
+    assert validate_config(DSFLSettings, {"soft_label_encoding": "simplex8"}).soft_label_encoding == "simplex8"

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from meshlearn.errors import UsageError
-from meshlearn.split.channel import ChannelSpec, dequantize, element_mask, quantize, simulate_batch
+from meshlearn.split.channel import ChannelSpec, element_mask, simulate_batch
 from meshlearn.split.comtune import PacketDropout, comtune, fake_quantize, loss_curve, packet_of_element
 from meshlearn.split.model import split_model
 
@@ -56,19 +56,19 @@ def test_forward_drops_whole_packets_at_rate_p():
 
 
 def test_eval_mode_leaves_cut_untouched():
-    spec = ChannelSpec(quant="int8", elements_per_packet=4)
+    spec = ChannelSpec(quant="uniform", elements_per_packet=4)
     drop = PacketDropout(SHAPE, spec, 0.9, quantize=True).eval()
     z = torch.randn((3, *SHAPE))
     assert torch.equal(drop(z), z)
 
 
-@pytest.mark.parametrize("quant", ["fp16", "int8", "uniform"])
-def test_fake_quantize_matches_channel_and_passes_gradient(quant):
-    spec = ChannelSpec(quant=quant, bits=4)
+@pytest.mark.parametrize("quant,bits", [("fp16", 8), ("uniform", 8), ("uniform", 4)])
+def test_fake_quantize_matches_the_wire_scheme_and_passes_gradient(quant, bits):
+    spec = ChannelSpec(quant=quant, bits=bits)
     z = torch.randn((5, *SHAPE), requires_grad=True)
     q = fake_quantize(z, spec)
-    codes, lo, scale = quantize(z.detach().numpy().reshape(5, -1), spec)
-    np.testing.assert_allclose(q.detach().numpy().reshape(5, -1), dequantize(codes, lo, scale, spec), atol=1e-5)
+    wire = spec.scheme.decode(spec.scheme.encode(z.detach().numpy().reshape(5, -1)))
+    np.testing.assert_allclose(q.detach().numpy().reshape(5, -1), wire, atol=1e-5)
     q.sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z))  # straight-through
 

@@ -58,13 +58,13 @@ class Stub:
 
 def _nasc_like(cand: Candidate) -> float:
     if cand.bottleneck is None:
-        return 0.98 - (0.002 if cand.quant == "int8" else 0.0)
+        return 0.98 - (0.002 if cand.quant == "uniform" else 0.0)
     penalty = {1: 0.08, 2: 0.03, 4: 0.008, 8: 0.004, 16: 0.002}[cand.bottleneck]
     early = 0.02 if cand.cut in ("conv1", "relu1") else 0.0
-    return 0.98 - penalty - early - (0.001 if cand.quant == "int8" else 0.0)
+    return 0.98 - penalty - early - (0.001 if cand.quant == "uniform" else 0.0)
 
 
-@pytest.mark.parametrize("quant", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("quant", ["fp32", "fp16", "uniform"])
 @pytest.mark.parametrize("numel", [1, 64, 2048, 5000])
 def test_wire_bytes_equal_the_channel(quant, numel):
     spec = channel_spec(NascSettings(), quant)
@@ -135,7 +135,7 @@ def test_cheap_search_matches_exhaustive_with_fewer_evaluations(points):
     assert ex["chosen"]["latency_s"] == lo["chosen"]["latency_s"]
     assert ex["evaluated"] == ex["candidates"] and lo["evaluated"] < ex["evaluated"]
     assert 0 < lo["trained"] < ex["trained"]
-    # the constructed optimum: k=4 int8 after a late-enough cut beats the best fixed split
+    # the constructed optimum: k=4 uniform after a late-enough cut beats the best fixed split
     assert lo["chosen"]["bottleneck"] == 4 and lo["latency_ratio"] < 1
     assert lo["baseline"]["bottleneck"] is None and lo["baseline"]["quant"] == "fp32"
 
@@ -158,6 +158,12 @@ def test_bad_settings_raise(bad):
         NascSettings(**bad)
 
 
+def test_old_int8_quant_fails_in_one_line_naming_uniform():
+    with pytest.raises(UsageError) as err:
+        NascSettings(quants=("fp16", "int8"))
+    assert str(err.value) == "invalid NascSettings: quants: 'int8' was renamed: use 'uniform' (8-bit min-max)"
+
+
 def test_bad_space_raises(points):
     with pytest.raises(UsageError, match="unknown cut"):
         candidate_costs(points, NascSettings(cuts=("nope",)))
@@ -170,7 +176,7 @@ def test_bad_space_raises(points):
 def test_small_real_search_on_digits():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    s = NascSettings(cuts=("pool3", "relu_fc"), bottlenecks=(None, 8), quants=("fp32", "int8"), epochs=3,
+    s = NascSettings(cuts=("pool3", "relu_fc"), bottlenecks=(None, 8), quants=("fp32", "uniform"), epochs=3,
                      finetune_epochs=1, max_drop=100.0, strategy="exhaustive")
     events = []
     est = FinetuneEstimator(s, seed=0)
@@ -180,14 +186,14 @@ def test_small_real_search_on_digits():
     fastest = min(candidate_costs(split_points(build_model("split_cnn", SHAPE, 10, seed=0), SHAPE), s),
                   key=lambda c: c.latency_s)
     assert r["chosen"]["candidate"] == fastest.candidate.label  # everything is feasible at 100 points
-    assert r["chosen"]["bottleneck"] == 8 and r["chosen"]["quant"] == "int8"
+    assert r["chosen"]["bottleneck"] == 8 and r["chosen"]["quant"] == "uniform"
     assert r["baseline"]["accuracy"] == pytest.approx(r["reference_accuracy"])  # fp32 split == unsplit
     assert r["latency_ratio"] < 1 and "test_accuracy" in r["chosen"]
     # one fold = the old hold-out protocol: the models reported on test are the validated ones
     (fold,) = est.folds
     assert len(fold.held) == round(0.2 * len(est.y)) and not set(fold.train) & set(fold.held)
     assert est.base(None) is est.base(0) and est.split_model("pool3", 8) is est.split_model("pool3", 8, 0)
-    assert est.trainings == 2  # pool3/k8 and relu_fc/k8, each once for fp32 and int8
+    assert est.trainings == 2  # pool3/k8 and relu_fc/k8, each once for fp32 and uniform
 
 
 # ---------------------------------------------------------------- safety margin
@@ -234,24 +240,24 @@ def test_margin_rejects_a_candidate_whose_drop_bound_exceeds_max_drop(points):
     def fn(c: Candidate) -> np.ndarray:
         if c.bottleneck is None and c.quant == "fp32":
             return _flip(0, 0)  # the fixed split is the unsplit model
-        return table[c.bottleneck] if c.cut == "relu1" and c.bottleneck and c.quant == "int8" else _flip(50, 0)
+        return table[c.bottleneck] if c.cut == "relu1" and c.bottleneck and c.quant == "uniform" else _flip(50, 0)
 
-    s = dict(cuts=("relu1", "relu_fc"), bottlenecks=(None, 1, 2), quants=("fp32", "int8"), max_drop=1.0)
+    s = dict(cuts=("relu1", "relu_fc"), bottlenecks=(None, 1, 2), quants=("fp32", "uniform"), max_drop=1.0)
     loose = search(NascSettings(**s, confidence=0.5), seed=0, estimator=PairedStub(fn), points=points)
-    assert loose["chosen"]["candidate"] == "relu1/k1/int8"  # the point estimate accepts the fastest
+    assert loose["chosen"]["candidate"] == "relu1/k1/uniform"  # the point estimate accepts the fastest
     assert loose["chosen"]["drop_pts"] == pytest.approx(0.4) == loose["chosen"]["drop_bound_pts"]
     events = []
     safe = search(NascSettings(**s, confidence=0.95), seed=0, estimator=PairedStub(fn), points=points,
                   progress=events.append)
-    assert [e["candidate"] for e in events[:2]] == ["relu1/k1/int8", "relu1/k2/int8"]
+    assert [e["candidate"] for e in events[:2]] == ["relu1/k1/uniform", "relu1/k2/uniform"]
     assert events[0]["drop_bound_pts"] == pytest.approx(1.14, abs=0.01) and not events[0]["feasible"]
     chosen = safe["chosen"]
-    assert chosen["candidate"] == "relu1/k2/int8" and chosen["drop_pts"] == pytest.approx(0.4)
+    assert chosen["candidate"] == "relu1/k2/uniform" and chosen["drop_pts"] == pytest.approx(0.4)
     assert chosen["drop_bound_pts"] == pytest.approx(0.73, abs=0.01)
     assert safe["baseline"]["drop_bound_pts"] == 0.0 and safe["confidence"] == 0.95
     # every candidate faster than the chosen one was estimated and rejected
     faster = {c.candidate for c in candidate_costs(points, NascSettings(**s)) if c.latency_s < chosen["latency_s"]}
-    assert faster == {Candidate("relu1", 1, "int8")}
+    assert faster == {Candidate("relu1", 1, "uniform")}
 
 
 def test_confidence_needs_per_sample_correctness(points):
@@ -312,19 +318,19 @@ def test_cross_validation_predicts_each_training_sample_once_out_of_fold(monkeyp
         assert np.array_equal(correct[start:start + len(f.held)], mine)
         start += len(f.held)
     # one fine-tune per (cut, k, fold) serves every wire encoding
-    for quant in ("fp16", "int8"):
+    for quant in ("fp16", "uniform"):
         est(Candidate("relu_fc", 8, quant))
     assert est.trainings == 3 and len(fits) == 6
     # the test split is reported by final models trained on all training samples (only when asked)
-    est.test_accuracy(Candidate("relu_fc", 8, "int8"))
+    est.test_accuracy(Candidate("relu_fc", 8, "uniform"))
     assert est.trainings == 4 and len(fits) == 8
     assert fits[6][0] is est.base(None) and fits[7][0] is est.split_model("relu_fc", 8)
     assert torch.equal(fits[6][1], est.x) and torch.equal(fits[7][1], est.x)
 
     # a search through the shared estimator trains nothing more for the same (cut, k)
-    s = NascSettings(folds=3, cuts=("relu_fc",), bottlenecks=(None, 8), quants=("fp32", "int8"), max_drop=100.0,
+    s = NascSettings(folds=3, cuts=("relu_fc",), bottlenecks=(None, 8), quants=("fp32", "uniform"), max_drop=100.0,
                      confidence=0.9)
     r = search(s, seed=0, estimator=est)
-    assert r["chosen"]["candidate"] == "relu_fc/k8/int8" and r["trained"] == 1 and est.trainings == 4
+    assert r["chosen"]["candidate"] == "relu_fc/k8/uniform" and r["trained"] == 1 and est.trainings == 4
     assert r["folds"] == 3 and r["chosen"]["drop_bound_pts"] >= r["chosen"]["drop_pts"]
     assert r["baseline"]["drop_pts"] == 0.0 and r["baseline"]["test_accuracy"] == r["reference_test_accuracy"]

@@ -51,23 +51,22 @@ def test_fp32_round_trip_is_exact():
         assert np.array_equal(out, x) and mask.all()
 
 
-@pytest.mark.parametrize("quant,bits", [("int8", 8), ("uniform", 8), ("uniform", 4), ("uniform", 3),
-                                        ("uniform", 1), ("uniform", 12), ("uniform", 16)])
-def test_uniform_round_trip_is_within_half_a_step(quant, bits):
+@pytest.mark.parametrize("bits", [8, 4, 3, 1, 12, 16])
+def test_uniform_round_trip_is_within_half_a_step(bits):
     x = _tensor(relu=False)
-    spec = ChannelSpec(quant=quant, bits=bits)
+    spec = ChannelSpec(quant="uniform", bits=bits)
     out, _ = reconstruct(encode_packets(x, spec), spec, SHAPE)
     step = (x.max() - x.min()) / (2**spec.element_bits - 1)
     assert np.abs(out - x).max() <= step / 2 * (1 + 1e-4) + 1e-6
     assert out.min() == pytest.approx(x.min(), abs=1e-6)  # lo is exact
 
 
-def test_fp16_round_trip_and_relu_zeros_survive_int8():
+def test_fp16_round_trip_and_relu_zeros_survive_uniform():
     x = _tensor()
     spec16 = ChannelSpec(quant="fp16")
     out, _ = reconstruct(encode_packets(x, spec16), spec16, SHAPE)
     assert np.array_equal(out, x.astype(np.float16).astype(np.float32))
-    spec8 = ChannelSpec(quant="int8")
+    spec8 = ChannelSpec(quant="uniform")
     out8, _ = reconstruct(encode_packets(x, spec8), spec8, SHAPE)
     assert (out8[x == 0] == 0).all()  # ReLU zeros stay exactly zero
 
@@ -82,7 +81,7 @@ def test_constant_and_empty_tensors():
 
 
 @pytest.mark.parametrize("spec", [ChannelSpec(quant="fp16", mtu=300), ChannelSpec(quant="uniform", bits=5, mtu=200),
-                                  ChannelSpec(quant="int8", mtu=200, compress="zstd")])
+                                  ChannelSpec(quant="uniform", mtu=200, compress="zstd")])
 def test_each_packet_decodes_alone(spec):
     x = _tensor(relu=False)
     packets = encode_packets(x, spec, tag=7)
@@ -102,9 +101,9 @@ def test_each_packet_decodes_alone(spec):
 def test_zstd_packets_shrink_sparse_tensors_and_fall_back_when_useless():
     sparse = np.zeros(SHAPE, np.float32)
     sparse[0, 0, :4] = 1.0
-    plain, packed = ChannelSpec(quant="int8"), ChannelSpec(quant="int8", compress="zstd")
+    plain, packed = ChannelSpec(quant="uniform"), ChannelSpec(quant="uniform", compress="zstd")
     assert sum(map(len, encode_packets(sparse, packed))) < sum(map(len, encode_packets(sparse, plain))) / 5
-    noise = np.random.default_rng(1).random(SHAPE).astype(np.float32)  # uniform int8 codes: incompressible
+    noise = np.random.default_rng(1).random(SHAPE).astype(np.float32)  # uniform 8-bit codes: incompressible
     raw = encode_packets(noise, plain)
     assert [len(p) for p in encode_packets(noise, packed)] == [len(p) for p in raw]
 
@@ -238,10 +237,25 @@ def test_bad_specs_raise_usage_errors(kwargs, match):
         ChannelSpec(**kwargs)
 
 
+def test_old_int8_spelling_fails_in_one_line_naming_uniform():
+    with pytest.raises(UsageError) as err:
+        ChannelSpec(quant="int8")
+    assert str(err.value) == "invalid ChannelSpec: quant: 'int8' was renamed: use quant='uniform' (bits=8 is the default)"
+    assert ChannelSpec(quant="uniform").element_bits == 8
+
+
+def test_malformed_uniform_parameters_are_protocol_errors():
+    spec = ChannelSpec(quant="uniform", mtu=300)
+    good = encode_packets(_tensor(), spec)[0]
+    for lo, scale in ((math.nan, 0.1), (0.0, math.inf), (0.0, -1.0)):
+        with pytest.raises(ProtocolError, match="uniform"):
+            decode_packet(HEADER.pack(*HEADER.unpack_from(good)[:8], lo, scale) + good[HEADER.size:], spec, 1024)
+
+
 def test_bad_inputs_raise_usage_errors():
     bad = np.array([1.0, np.inf], np.float32)
     with pytest.raises(UsageError, match="finite"):
-        encode_packets(bad, ChannelSpec(quant="int8"))
+        encode_packets(bad, ChannelSpec(quant="uniform"))
     assert np.isinf(reconstruct(encode_packets(bad, ChannelSpec()), ChannelSpec(), (2,))[0]).any()
     with pytest.raises(UsageError, match="tag"):
         encode_packets(np.zeros(3), ChannelSpec(), tag=-1)
@@ -252,7 +266,7 @@ def test_bad_inputs_raise_usage_errors():
 
 
 def test_malformed_packets_raise_protocol_errors():
-    spec = ChannelSpec(quant="int8", mtu=300)
+    spec = ChannelSpec(quant="uniform", mtu=300)
     good = encode_packets(_tensor(), spec)[1]
     cases = [good[:10], b"\x09" + good[1:], good[:-1], good + b"\x00",
              good[:3] + b"\x04" + good[4:],  # unknown flag

@@ -11,7 +11,7 @@ from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
 from meshlearn.wire import decode_payload, encode_payload
 from meshlearn.wire.packet import packet_types
 
-SPEC = ChannelSpec(quant="int8", elements_per_packet=100)
+SPEC = ChannelSpec(quant="uniform", elements_per_packet=100)
 
 
 def chunks(n: int = 250, spec: ChannelSpec = SPEC) -> list[TensorChunk]:
@@ -24,7 +24,7 @@ def test_tags_are_registered_in_the_split_range():
 
 
 @pytest.mark.parametrize("spec", [SPEC, ChannelSpec(quant="fp16"), ChannelSpec(quant="uniform", bits=3),
-                                  ChannelSpec(quant="int8", compress="zstd", elements_per_packet=64)])
+                                  ChannelSpec(quant="uniform", compress="zstd", elements_per_packet=64)])
 def test_chunks_round_trip_with_exact_wire_size(spec):
     for chunk in chunks(spec=spec):
         data = encode_payload(chunk)
@@ -47,7 +47,7 @@ def test_spec_digest_covers_the_fields_that_shape_the_bytes_only():
     for change in (dict(quant="fp16"), dict(order="sequential"), dict(perm_seed=1), dict(elements_per_packet=99),
                    dict(compress="lz4")):
         assert spec_digest(SPEC.model_copy(update=change)) != base, change
-    tail_only = ChannelSpec(quant="int8", elements_per_packet=100, deadline_s=0.1, rescale="observed", reach_rate=0.5)
+    tail_only = ChannelSpec(quant="uniform", elements_per_packet=100, deadline_s=0.1, rescale="observed", reach_rate=0.5)
     assert spec_digest(tail_only) == base
 
 

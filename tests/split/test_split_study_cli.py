@@ -92,6 +92,9 @@ def test_curves_feed_the_bandit(models, tmp_path, cli):
     (["split", "search", "--bottlenecks", "none,x"], "widths or 'none'"),
     (["split", "search", "--strategy", "random"], "strategy"),
     (["split", "search", "--out", "no/such/dir/r.json"], "does not exist"),
+    (["split", "search", "--quants", "fp32,int8"], "quants: 'int8' was renamed: use 'uniform'"),
+    (["split", "curve", "--model", "x.safetensors", "--quant", "int8"], "quant: 'int8' was renamed: use quant='uniform'"),
+    (["split", "curve", "--model", "x.safetensors", "--quant", "int4"], "quant: 'int4' is not a valid choice"),
 ])
 def test_bad_input_is_one_clear_line(cli, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -112,7 +115,7 @@ def test_bad_curves_file_names_the_format(cli, tmp_path):
 def test_tiny_search_beats_the_fixed_split(cli, tmp_path):
     out = tmp_path / "search.json"
     code, text, err = cli("split", "search", "--cuts", "relu1,relu_fc", "--bottlenecks", "none,8", "--quants",
-                          "fp32,int8", "--folds", "2", "--epochs", "3", "--finetune-epochs", "1", "--max-drop", "100",
+                          "fp32,uniform", "--folds", "2", "--epochs", "3", "--finetune-epochs", "1", "--max-drop", "100",
                           "--out", out)
     assert code == 0, err
     result = json.loads(out.read_text())

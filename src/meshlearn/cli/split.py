@@ -43,7 +43,7 @@ app.add_typer(split_app, name="split")
 HEAD_ID, TAIL_ID = "head", "tail"
 
 MODEL = typer.Option(..., "--model", help="Split model file written by `meshlearn split train`.")
-QUANT = typer.Option("fp16", "--quant", help="Element encoding: fp32 | fp16 | int8 | uniform (see --bits).")
+QUANT = typer.Option("fp16", "--quant", help="Element encoding: fp32 | fp16 | uniform (min-max, see --bits).")
 BITS = typer.Option(8, "--bits", help="Bits per element for --quant uniform.")
 ELEMENTS = typer.Option(512, "--elements", help="Elements per packet (0: as many as fit --mtu).")
 ORDER = typer.Option("permuted", "--order", help="Element order in packets: permuted | sequential.")
@@ -64,12 +64,9 @@ def channel_spec(quant: str = "fp16", bits: int = 8, elements: int = 512, order:
     """The ChannelSpec the command-line options describe (the same defaults as the options)."""
     from meshlearn.split.channel import ChannelSpec
 
-    try:
-            return ChannelSpec(quant=quant, bits=bits, elements_per_packet=elements or None, order=order,
-                           perm_seed=perm_seed, mtu=mtu, compress=compress, deadline_s=deadline,
-                           reach_rate=reach_rate, rescale=rescale, rescale_p=rescale_p)
-    except UsageError as exc:  # pydantic's report spans lines; the CLI prints one
-        raise UsageError(" ".join(str(exc).replace("For further information visit", "").split())) from None
+    return ChannelSpec(quant=quant, bits=bits, elements_per_packet=elements or None, order=order,
+                       perm_seed=perm_seed, mtu=mtu, compress=compress, deadline_s=deadline,
+                       reach_rate=reach_rate, rescale=rescale, rescale_p=rescale_p)
 
 
 # ----- model files ------------------------------------------------------------------------

@@ -192,7 +192,8 @@ def search_cmd(
     cuts: str = typer.Option("relu1,relu2,pool2,relu3,pool3,relu_fc", "--cuts", help="Layers to cut after."),
     bottlenecks: str = typer.Option("none,1,2,4,8,16", "--bottlenecks", help="Bottleneck widths; none = no "
                                     "bottleneck."),
-    quants: str = typer.Option("fp32,fp16,int8", "--quants", help="Wire encodings to try."),
+    quants: str = typer.Option("fp32,fp16,uniform", "--quants", help="Wire encodings to try (uniform: 8-bit "
+                               "min-max)."),
     strategy: str = typer.Option("latency_ordered", "--strategy", help="latency_ordered (trains only what is "
                                  "faster than the answer) | exhaustive (every candidate)."),
     epochs: int = typer.Option(30, "--epochs", help="Epochs for the base model."),

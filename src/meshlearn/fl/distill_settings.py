@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from meshlearn.wire.quant import reject_old_name
 
 __all__ = ["DSFLSettings", "FDSettings"]
 
@@ -33,8 +35,9 @@ class DSFLSettings(BaseModel):
     distill_lr: float = Field(0.005, gt=0, description="client SGD learning rate on the aggregated soft labels")
     distill_batch_size: int = Field(50, ge=1, description="minibatch size of distillation (clients and server)")
     distill_momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of distillation (clients and server)")
-    soft_label_encoding: Literal["fp32", "fp16", "int8"] = Field(
-        "fp32", description="wire encoding of soft labels both ways: fp32 exact, fp16 half, int8 a quarter the bytes")
+    soft_label_encoding: Literal["fp32", "fp16", "simplex8"] = Field(
+        "fp32", description="wire encoding of soft labels both ways: fp32 exact, fp16 half, simplex8 (uint8 "
+                            "round(255·p), rows renormalised) a quarter the bytes")
     server_distill: bool = Field(
         True, description="the server distils its own model on each aggregate and evaluates it; if false the "
                           "clients report their test accuracy and the server records the mean")
@@ -42,6 +45,11 @@ class DSFLSettings(BaseModel):
     server_distill_lr: float = Field(
         0.02, gt=0, description="server SGD learning rate; the server's model feeds nothing back to the clients, so "
                                 "it may learn faster than they do (their distillation closes a feedback loop)")
+
+    @field_validator("soft_label_encoding", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        return reject_old_name(value, "int8", "'simplex8'")
 
 
 class FDSettings(BaseModel):

@@ -41,8 +41,8 @@ from meshlearn.fl.distill_settings import DSFLSettings
 from meshlearn.fl.messages import Kinds
 from meshlearn.fl.selection import Selector
 from meshlearn.fl.server import FLServer, ServerSettings, _finite, _positive_int, _Round
-from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_indices, check_soft_labels, decode_soft, encode_soft,
-                                     entropy)
+from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, SOFT_ENCODINGS, check_indices, check_soft_labels, decode_soft,
+                                     encode_soft, entropy)
 from meshlearn.learn import DistillTask, EvalResult, EvalTask, Params, PredictTask, TrainTask, initial_params
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
@@ -256,6 +256,8 @@ class DSFLClient(DistillRoundClient):
 
     def start_round(self, msg: Message) -> list[str]:
         t, m = msg.tensors, msg.meta
+        if m.get("encoding", "fp32") not in SOFT_ENCODINGS:
+            raise ProtocolError(f"unknown soft-label encoding {m['encoding']!r} (valid: {', '.join(SOFT_ENCODINGS)})")
         indices, prev = check_indices(t, "indices", self.num_open), None
         if "prev_indices" in t:
             prev = (check_indices(t, "prev_indices", self.num_open), decode_soft(t))

@@ -16,11 +16,12 @@ neutral to first order and sharpens only aggregates that already have a clear pe
 lifts classes with ~0 mass to ≥ e^(-1/T) of the top one, so a sparse or confident aggregate can gain
 entropy (e.g. (½, ½, 0, …, 0): ln 2 → 0.85 nats at T = 0.1). Tests pin these behaviours.
 
-Encodings of an (n, C) batch on the wire (`encode_soft` → tensors of a message, `decode_soft` back):
+Encodings of an (n, C) batch on the wire (`encode_soft` → tensors of a message, `decode_soft` back) are
+quantisation schemes of `wire/quant.py`, which holds their arithmetic and error bounds:
 
-    fp32   {"probs": float32}         exact; 4·n·C bytes
-    fp16   {"probs": float16}         |error| ≤ max(2^-11·p, 2^-25) per entry (rounding); 2·n·C bytes
-    int8   {"probs_q8": uint8}        q = round(255·p) (the row's top class is kept ≥ 1), decoded as
+    fp32      {"probs": float32}      exact; 4·n·C bytes
+    fp16      {"probs": float16}      |error| ≤ max(2^-11·p, 2^-25) per entry (rounding); 2·n·C bytes
+    simplex8  {"probs_q8": uint8}     q = round(255·p) (the row's top class is kept ≥ 1), decoded as
                                       q / Σq: |error| ≤ (1 + C·p) / (510 − C) per entry (C < 510),
                                       ≤ 0.022 for C = 10, typically ~1e-3; n·C bytes
 
@@ -36,14 +37,16 @@ import numpy as np
 
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.registry import Registry
+from meshlearn.wire.quant import Quantized, QuantScheme, get_scheme
 
-__all__ = ["SOFT_AGGREGATORS", "SOFT_ENCODINGS", "sa", "era", "entropy", "encode_soft", "decode_soft",
-           "check_soft_labels", "check_indices", "soft_bytes"]
+__all__ = ["SOFT_AGGREGATORS", "SOFT_ENCODINGS", "sa", "era", "entropy", "soft_scheme", "encode_soft",
+           "decode_soft", "check_soft_labels", "check_indices", "soft_bytes"]
 
-Encoding = Literal["fp32", "fp16", "int8"]
-SOFT_ENCODINGS: tuple[str, ...] = ("fp32", "fp16", "int8")
+Encoding = Literal["fp32", "fp16", "simplex8"]
+SOFT_ENCODINGS: tuple[str, ...] = ("fp32", "fp16", "simplex8")
 SOFT_AGGREGATORS: Registry[Callable[..., np.ndarray]] = Registry("soft_aggregators")
-_ROW_ATOL = {"fp32": 1e-3, "fp16": 5e-3, "int8": 1e-3}  # |Σ row − 1| accepted from a peer, per encoding
+_ROW_ATOL = {"fp32": 1e-3, "fp16": 5e-3, "simplex8": 1e-3}  # |Σ row − 1| accepted from a peer, per encoding
+_TENSOR = {"fp32": "probs", "fp16": "probs", "simplex8": "probs_q8"}  # message tensor per encoding
 
 
 def _stack(probs_list: Sequence[np.ndarray]) -> np.ndarray:
@@ -81,40 +84,32 @@ def entropy(probs: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ wire encodings
 
 
+def soft_scheme(encoding: str) -> QuantScheme:
+    """The quantisation scheme of soft-label `encoding`; UsageError naming the valid ones otherwise."""
+    if encoding not in SOFT_ENCODINGS:
+        raise UsageError(f"unknown soft-label encoding {encoding!r} (valid: {', '.join(SOFT_ENCODINGS)})")
+    return get_scheme(encoding)
+
+
 def encode_soft(probs: np.ndarray, encoding: Encoding = "fp32") -> dict[str, np.ndarray]:
     """Message tensors carrying the (n, C) batch `probs` in `encoding` (see the module table)."""
+    scheme = soft_scheme(encoding)
     p = np.asarray(probs, dtype=np.float32)
     if p.ndim != 2:
         raise UsageError(f"soft labels must be an (n, C) array, got shape {p.shape}")
-    if encoding == "fp32":
-        return {"probs": np.ascontiguousarray(p)}
-    if encoding == "fp16":
-        return {"probs": p.astype(np.float16)}
-    if encoding == "int8":
-        q = np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
-        if len(q):  # keep every row decodable: its top class is never rounded to 0
-            top = p.argmax(axis=1)
-            rows = np.arange(len(q))
-            q[rows, top] = np.maximum(q[rows, top], 1)
-        return {"probs_q8": q}
-    raise UsageError(f"unknown soft-label encoding {encoding!r} (valid: {', '.join(SOFT_ENCODINGS)})")
+    return {_TENSOR[encoding]: scheme.encode(p).codes}
 
 
 def decode_soft(tensors: dict[str, np.ndarray]) -> np.ndarray:
     """The float32 (n, C) batch carried by `tensors`; ProtocolError if they do not hold one."""
     if "probs_q8" in tensors:
-        q = np.asarray(tensors["probs_q8"])
-        if q.dtype != np.uint8 or q.ndim != 2:
-            raise ProtocolError(f"soft labels 'probs_q8' must be a 2-D uint8 array, got {q.dtype} {q.shape}")
-        sums = q.sum(axis=1, dtype=np.int64)
-        if np.any(sums == 0):
-            raise ProtocolError("int8 soft labels contain an all-zero row; every row needs a non-zero class")
-        return (q.astype(np.float64) / sums[:, None]).astype(np.float32)
+        scheme = get_scheme("simplex8")
+        return scheme.decode(Quantized(scheme.check_codes(np.asarray(tensors["probs_q8"]))))
     if "probs" in tensors:
         p = np.asarray(tensors["probs"])
         if p.dtype not in (np.float32, np.float16) or p.ndim != 2:
             raise ProtocolError(f"soft labels 'probs' must be a 2-D float32/float16 array, got {p.dtype} {p.shape}")
-        return p.astype(np.float32)
+        return get_scheme("fp16" if p.dtype == np.float16 else "fp32").decode(Quantized(p))
     raise ProtocolError(f"no soft labels in the message (expected tensor 'probs' or 'probs_q8', got {sorted(tensors)})")
 
 
@@ -144,7 +139,4 @@ def check_indices(tensors: dict[str, np.ndarray], name: str, limit: int) -> np.n
 
 def soft_bytes(n: int, num_classes: int, encoding: Encoding) -> int:
     """Payload bytes of an (n, C) batch in `encoding` (before the wire envelope)."""
-    per = {"fp32": 4, "fp16": 2, "int8": 1}
-    if encoding not in per:
-        raise UsageError(f"unknown soft-label encoding {encoding!r} (valid: {', '.join(SOFT_ENCODINGS)})")
-    return per[encoding] * n * num_classes
+    return soft_scheme(encoding).bits // 8 * n * num_classes

@@ -2,7 +2,7 @@
 lossy channel for the tensor between them.
 
 * ``meshlearn.split.model``: cut a model at a named layer (optional bottleneck); needs torch.
-* ``meshlearn.split.channel``: the tensor channel (quantize, packetize, lose, cut at a
+* ``meshlearn.split.channel``: the tensor channel (quantise with a ``wire/quant.py`` scheme, packetize, lose, cut at a
   deadline, reconstruct, account bytes and latency); numpy only, no torch.
 * ``meshlearn.split.heatmap``: per-channel heat maps of a cut tensor as PNG; numpy only.
 
@@ -23,7 +23,6 @@ from meshlearn.split.channel import (
     Latency,
     cut_delivery,
     decode_packet,
-    dequantize,
     element_mask,
     encode_packets,
     end_to_end_latency,
@@ -31,7 +30,6 @@ from meshlearn.split.channel import (
     over_loss_model,
     over_network,
     packet_plan,
-    quantize,
     reconstruct,
     simulate_batch,
     transmit,
@@ -43,8 +41,8 @@ _MODEL_NAMES = ("SplitModel", "SplitPoint", "fit_classifier", "make_bottleneck",
 
 __all__ = [
     "HEADER", "ChannelResult", "ChannelSpec", "DecodedPacket", "Deliver", "Delivery", "Latency", "channel_grid", "cut_delivery",
-    "decode_packet", "dequantize", "element_mask", "encode_packets", "end_to_end_latency", "heatmap_png",
-    "over_link", "over_loss_model", "over_network", "packet_plan", "png_bytes", "quantize", "reconstruct",
+    "decode_packet", "element_mask", "encode_packets", "end_to_end_latency", "heatmap_png",
+    "over_link", "over_loss_model", "over_network", "packet_plan", "png_bytes", "reconstruct",
     "render_heatmaps", "simulate_batch", "transmit", *_MODEL_NAMES,
 ]
 

@@ -1,8 +1,9 @@
 """The tensor channel between a split model's head and tail: pure, numpy only, no I/O.
 
-Rule: everything that happens to the cut tensor between ``head`` and ``tail`` lives here —
-quantization, packetization, per-packet compression, loss, the deadline cut, reconstruction and
-the byte / latency accounting. Time (``now``) and randomness (a ``Generator``) are arguments.
+Rule: everything that happens to the cut tensor between ``head`` and ``tail`` lives here — the
+choice of quantisation scheme (its arithmetic is ``wire/quant.py``'s), packetization, per-packet
+compression, loss, the deadline cut, reconstruction and the byte / latency accounting. Time
+(``now``) and randomness (a ``Generator``) are arguments.
 
 Pipeline for one sample (``transmit``)::
 
@@ -18,10 +19,11 @@ Packet format (little endian; ``HEADER``, 22 bytes, then the payload)::
 Every packet carries the per-tensor quantization parameters and its own index, so **each packet
 decodes on its own**: packet ``i`` holds the elements ``order[i*E : i*E + count]`` of the flat
 tensor, where ``order`` is ``arange(n)`` or ``default_rng(perm_seed).permutation(n)`` — the
-receiver rebuilds it from the spec. Uniform n-bit quantization is per-tensor min-max:
-``x ≈ lo + q * scale`` with ``q`` in ``0 .. 2**bits - 1`` (|error| <= scale / 2); ``int8`` is
-uniform with 8 bits. Codes are bit-packed per packet. Compression is per packet and only used
-when it shrinks that packet (the flag says which).
+receiver rebuilds it from the spec. ``quant`` names a scheme of ``wire/quant.py``: ``fp32`` and
+``fp16`` casts, or ``uniform``, per-sample min-max with ``bits`` (1..16) per element,
+``x ≈ lo + q * scale`` with ``q`` in ``0 .. 2**bits - 1`` (|error| <= scale / 2), codes bit-packed
+per packet; ``lo`` and ``scale`` are 0 for the casts (and ignored on receipt). Compression is per
+packet and only used when it shrinks that packet (the flag says which).
 
 Loss: a packet is *accepted* when it arrived and arrived no later than the cut time
 (``cut_delivery``): the earliest of the deadline, the moment ``reach_rate`` of the packets have
@@ -45,8 +47,9 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from meshlearn.config.problems import problems_from
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.net.devices import DeviceProfile, compute_time
 from meshlearn.net.link import Link
@@ -54,18 +57,19 @@ from meshlearn.net.loss import LossModel
 from meshlearn.net.network import Network
 from meshlearn.net.packetizer import DEFAULT_HEADER_BYTES
 from meshlearn.wire.compress import COMPRESSORS
+from meshlearn.wire.quant import QuantScheme, Quantized, get_scheme, reject_old_name
 
 __all__ = [
     "HEADER", "VERSION", "ChannelSpec", "DecodedPacket", "Deliver", "Delivery", "ChannelResult", "Latency",
-    "packet_plan",
-    "quantize", "dequantize", "encode_packets", "decode_packet", "reconstruct", "element_mask",
+    "packet_plan", "encode_packets", "decode_packet", "reconstruct", "element_mask",
     "over_loss_model", "over_link", "over_network", "cut_delivery", "transmit", "simulate_batch",
     "end_to_end_latency",
 ]
 
 HEADER = struct.Struct("<BBBBIHHHff")
 VERSION = 1
-_QUANT_CODE = {"fp32": 0, "fp16": 1, "int8": 2, "uniform": 2}
+_QUANT_CODE = {"fp32": 0, "fp16": 1, "uniform": 2}
+_HEADER_PARAMS = ("lo", "scale")  # the header's two f32 parameter slots
 _FLAG_COMPRESSED = 0x01
 _MAX_PACKETS = 0xFFFF  # index and total are u16
 
@@ -75,8 +79,8 @@ class ChannelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    quant: Literal["fp32", "fp16", "int8", "uniform"] = Field(
-        "fp32", description="element encoding: fp32 (exact), fp16, int8 (= uniform, 8 bits), uniform (see bits)")
+    quant: Literal["fp32", "fp16", "uniform"] = Field(
+        "fp32", description="element encoding (a wire/quant.py scheme): fp32 (exact), fp16, uniform (min-max, bits)")
     bits: int = Field(8, ge=1, le=16, description="bits per element for quant='uniform' (ignored otherwise)")
     order: Literal["sequential", "permuted"] = Field(
         "permuted", description="element order in packets; permuted spreads a lost packet over the tensor")
@@ -97,8 +101,15 @@ class ChannelSpec(BaseModel):
     def __init__(self, **data: Any):
         try:
             super().__init__(**data)
-        except ValidationError as exc:
-            raise UsageError(f"invalid ChannelSpec: {exc}") from None
+        except ValidationError as exc:  # one line: "key: reason; key: reason"
+            problems = "; ".join(f"{key or '(top level)'}: {reason}"
+                                 for key, reason, _ in problems_from(ChannelSpec, exc))
+            raise UsageError(f"invalid ChannelSpec: {problems}") from None
+
+    @field_validator("quant", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        return reject_old_name(value, "int8", "quant='uniform' (bits=8 is the default)")
 
     @model_validator(mode="after")
     def _packet_fits(self) -> "ChannelSpec":
@@ -112,9 +123,14 @@ class ChannelSpec(BaseModel):
         return self
 
     @property
+    def scheme(self) -> QuantScheme:
+        """The quantisation scheme ``quant`` (with ``bits`` for uniform) names."""
+        return _scheme(self.quant, self.bits)
+
+    @property
     def element_bits(self) -> int:
         """Bits one element takes on the wire (before compression)."""
-        return {"fp32": 32, "fp16": 16, "int8": 8}.get(self.quant, self.bits)
+        return self.scheme.bits
 
     @property
     def packet_elements(self) -> int:
@@ -124,75 +140,13 @@ class ChannelSpec(BaseModel):
         return (self.mtu - self.header_bytes - HEADER.size) * 8 // self.element_bits
 
 
+@lru_cache(maxsize=None, typed=True)
+def _scheme(quant: str, bits: int) -> QuantScheme:
+    return get_scheme("uniform", bits=bits) if quant == "uniform" else get_scheme(quant)
+
+
 def _payload_len(count: int, bits: int) -> int:
     return -(-int(count) * int(bits) // 8)
-
-
-# ---------------------------------------------------------------- quantization
-
-
-def quantize(x: np.ndarray, spec: ChannelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quantize rows of ``x`` (shape ``(N, n)``): ``(codes, lo, scale)`` with per-row float32 lo, scale.
-
-    fp32/fp16 codes are floats (lo = scale = 0); uniform codes are uint16 in ``0 .. 2**bits - 1``.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    rows = x.shape[0]
-    zeros = np.zeros(rows, np.float32)
-    if spec.quant == "fp32":
-        return x.copy(), zeros, zeros
-    if spec.quant == "fp16":
-        return x.astype(np.float16), zeros, zeros
-    if x.size and not np.isfinite(x).all():
-        raise UsageError(f"{spec.quant} quantization needs finite values; use quant='fp16' or 'fp32'")
-    levels = (1 << spec.element_bits) - 1
-    lo = x.min(axis=1).astype(np.float32) if x.shape[1] else zeros
-    hi = x.max(axis=1).astype(np.float32) if x.shape[1] else zeros
-    scale = ((hi.astype(np.float64) - lo) / levels).astype(np.float32)
-    scale[~(scale > 0)] = 1.0  # constant row: every code is 0 and decodes to lo exactly
-    q = np.rint((x - lo[:, None].astype(np.float64)) / scale[:, None].astype(np.float64))
-    return np.clip(q, 0, levels).astype(np.uint16), lo, scale
-
-
-def dequantize(codes: np.ndarray, lo: np.ndarray | float, scale: np.ndarray | float, spec: ChannelSpec) -> np.ndarray:
-    """Inverse of :func:`quantize` (broadcasting ``lo``/``scale`` over the last axis) → float32."""
-    if spec.quant in ("fp32", "fp16"):
-        return np.asarray(codes).astype(np.float32)
-    lo64 = np.asarray(lo, np.float64)
-    scale64 = np.asarray(scale, np.float64)
-    if lo64.ndim:
-        lo64, scale64 = lo64[..., None], scale64[..., None]
-    return (lo64 + codes.astype(np.float64) * scale64).astype(np.float32)
-
-
-def _pack(codes: np.ndarray, spec: ChannelSpec) -> bytes:
-    if spec.quant == "fp32":
-        return codes.astype("<f4").tobytes()
-    if spec.quant == "fp16":
-        return codes.astype("<f2").tobytes()
-    bits = spec.element_bits
-    if bits == 8:
-        return codes.astype(np.uint8).tobytes()
-    if bits == 16:
-        return codes.astype("<u2").tobytes()
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint16)
-    planes = ((codes[:, None] >> shifts) & 1).astype(np.uint8)  # (count, bits), MSB first
-    return np.packbits(planes.ravel()).tobytes()
-
-
-def _unpack(payload: bytes, count: int, spec: ChannelSpec) -> np.ndarray:
-    if spec.quant == "fp32":
-        return np.frombuffer(payload, "<f4", count)
-    if spec.quant == "fp16":
-        return np.frombuffer(payload, "<f2", count)
-    bits = spec.element_bits
-    if bits == 8:
-        return np.frombuffer(payload, np.uint8, count).astype(np.uint16)
-    if bits == 16:
-        return np.frombuffer(payload, "<u2", count).astype(np.uint16)
-    planes = np.unpackbits(np.frombuffer(payload, np.uint8))[: count * bits].reshape(count, bits)
-    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint16)
-    return (planes.astype(np.uint16) * weights).sum(axis=1).astype(np.uint16)
 
 
 # ---------------------------------------------------------------- packets
@@ -225,19 +179,21 @@ def encode_packets(x: np.ndarray, spec: ChannelSpec, tag: int = 0) -> list[bytes
     if not 0 <= int(tag) <= 0xFFFFFFFF:
         raise UsageError(f"tag must fit in 32 bits, got {tag}")
     flat = np.asarray(x, dtype=np.float32).reshape(1, -1)
-    codes, lo, scale = quantize(flat, spec)
+    scheme = spec.scheme
+    q = scheme.encode(flat)
+    lo, scale = (float(q.params[k][0]) if k in q.params else 0.0 for k in _HEADER_PARAMS)
     order, per, total = packet_plan(flat.shape[1], spec)
     codec = COMPRESSORS.get(spec.compress) if spec.compress != "none" else None
     packets = []
     for i in range(total):
-        chunk = codes[0, order[i * per : (i + 1) * per]]
-        raw, flags = _pack(chunk, spec), 0
+        chunk = q.codes[0, order[i * per : (i + 1) * per]]
+        raw, flags = scheme.pack(chunk), 0
         if codec is not None:
             blob = codec.compress(raw, spec.level)
             if len(blob) < len(raw):
                 raw, flags = blob, _FLAG_COMPRESSED
-        head = HEADER.pack(VERSION, _QUANT_CODE[spec.quant], spec.element_bits, flags, int(tag), i, total,
-                           len(chunk), float(lo[0]), float(scale[0]))
+        head = HEADER.pack(VERSION, _QUANT_CODE[spec.quant], scheme.bits, flags, int(tag), i, total,
+                           len(chunk), lo, scale)
         packets.append(head + raw)
     return packets
 
@@ -269,10 +225,10 @@ def decode_packet(data: bytes, spec: ChannelSpec, n_elements: int) -> DecodedPac
     positions = order[index * per : (index + 1) * per]
     if count != len(positions):
         raise ProtocolError(f"packet {index} claims {count} elements, expected {len(positions)}")
-    if not (math.isfinite(lo) and math.isfinite(scale) and scale >= 0):
-        raise ProtocolError(f"packet {index} has invalid quantization parameters lo={lo}, scale={scale}")
+    scheme, slots = spec.scheme, dict(zip(_HEADER_PARAMS, (lo, scale)))
+    params = scheme.check_params({k: slots[k] for k in scheme.params})
     payload = _payload(data[HEADER.size :], flags, count, spec)
-    values = dequantize(_unpack(payload, count, spec), lo, scale, spec)
+    values = scheme.decode(Quantized(scheme.unpack(payload, count), params))
     return DecodedPacket(tag, index, total, positions, values)
 
 
@@ -443,8 +399,8 @@ def simulate_batch(z: np.ndarray, spec: ChannelSpec, packet_mask: np.ndarray) ->
     """
     z = np.asarray(z, np.float32)
     flat = z.reshape(len(z), -1)
-    codes, lo, scale = quantize(flat, spec)
-    values = dequantize(codes, lo, scale, spec)
+    scheme = spec.scheme
+    values = scheme.decode(scheme.encode(flat))
     mask = element_mask(packet_mask, flat.shape[1], spec)
     return _rescale(values, mask, spec).reshape(z.shape), mask.reshape(z.shape)
 

@@ -12,8 +12,8 @@ Rule: the dropout emulates **this channel's** loss exactly, not generic element 
   zeroed — the element mask is the one ``channel.element_mask`` gives for that packet mask;
 * **same rescale convention** as the spec (``none``: zero-fill only, the lab framework's choice;
   ``fixed``: survivors ÷ (1 - ``rescale_p``); ``observed``: × n / kept per sample);
-* optionally **fake-quantized** first with the spec's quantizer (fp16, or per-tensor min-max
-  int8 / n-bit like ``channel.quantize``), straight-through gradient.
+* optionally **fake-quantized** first with the spec's scheme (fp16, or ``uniform`` n-bit min-max;
+  a torch twin of the numpy ``wire/quant.py`` arithmetic), straight-through gradient.
 
 In eval mode the layer is the identity: the deployed model meets real loss through the channel.
 
@@ -55,14 +55,19 @@ def packet_of_element(n_elements: int, spec: ChannelSpec) -> np.ndarray:
 
 
 def fake_quantize(z: torch.Tensor, spec: ChannelSpec) -> torch.Tensor:
-    """``z`` (N, ...) rounded as the channel would (per-sample min-max for uniform), straight-through."""
+    """``z`` (N, ...) rounded as the channel's scheme would, straight-through.
+
+    The differentiable torch twin of ``spec.scheme`` (numpy only, on the wire): fp16 is the same
+    cast; uniform is the same per-sample min-max in float32 arithmetic, where the wire computes in
+    float64 — so values can differ by float32 rounding (tested against the scheme).
+    """
     if spec.quant == "fp32":
         return z
     if spec.quant == "fp16":
         q = z.half().float()
     else:
         flat = z.reshape(len(z), -1)
-        levels = (1 << spec.element_bits) - 1
+        levels = spec.scheme.levels
         lo = flat.min(dim=1, keepdim=True).values
         scale = (flat.max(dim=1, keepdim=True).values - lo) / levels
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))

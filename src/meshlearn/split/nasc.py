@@ -4,7 +4,8 @@ end-to-end latency under an accuracy constraint, for one device and one link.
 techniques-nishio.md §6 (NASC jointly searches architecture and split point under a latency
 objective without training every candidate) and §8 (delay = compute + size/rate + propagation).
 
-**Candidate** = (cut, bottleneck width k or None, quantization fp32 | fp16 | int8): cut after a
+**Candidate** = (cut, bottleneck width k or None, quantization fp32 | fp16 | uniform, the 8-bit
+min-max scheme of ``wire/quant.py``): cut after a
 child of the ``nn.Sequential`` model (``split_points``); with k the cut tensor is squeezed by the
 trainable encoder/decoder of ``make_bottleneck`` (k must be below the cut's channel/feature width).
 
@@ -29,7 +30,7 @@ is at most ``max_drop``; c = 0.5 is the point estimate.
 
 ``FinetuneEstimator`` (the real one) trains the base model, then per (cut, k) fine-tunes the model
 with the bottleneck inserted end to end for ``finetune_epochs`` (cached per (cut, k, fold): one
-training serves all three quantizations). A candidate's correctness is measured with its cut
+training serves every quantization). A candidate's correctness is measured with its cut
 tensor quantized as on the wire (``simulate_batch``, nothing lost) on samples its models never
 trained on:
 
@@ -74,6 +75,7 @@ from meshlearn.net.devices import DeviceProfile
 from meshlearn.net.packetizer import DEFAULT_HEADER_BYTES
 from meshlearn.split.channel import HEADER, ChannelSpec, Latency, end_to_end_latency, packet_plan, simulate_batch
 from meshlearn.split.model import SplitPoint, fit_classifier, make_bottleneck, split_model, split_points
+from meshlearn.wire.quant import reject_old_name
 
 __all__ = [
     "Candidate", "CandidateCost", "NascSettings", "Estimator", "FinetuneEstimator", "channel_spec", "wire_bytes",
@@ -81,7 +83,7 @@ __all__ = [
     "stratified_folds", "Fold", "build_estimator", "search",
 ]
 
-Quant = Literal["fp32", "fp16", "int8"]
+Quant = Literal["fp32", "fp16", "uniform"]
 
 
 class Candidate(NamedTuple):
@@ -116,7 +118,8 @@ class NascSettings(BaseModel):
     bottlenecks: tuple[int | None, ...] = Field(
         (None, 1, 2, 4, 8, 16), description="bottleneck widths k to try; None = no bottleneck; "
                                             "widths >= the cut's channels are skipped")
-    quants: tuple[Quant, ...] = Field(("fp32", "fp16", "int8"), description="wire encodings to try")
+    quants: tuple[Quant, ...] = Field(("fp32", "fp16", "uniform"),
+                                      description="wire encodings to try (uniform: 8-bit min-max)")
     strategy: Literal["exhaustive", "latency_ordered"] = Field(
         "latency_ordered", description="exhaustive: estimate every candidate; latency_ordered: only those "
                                        "faster than the chosen one")
@@ -138,6 +141,14 @@ class NascSettings(BaseModel):
             problems = "; ".join(f"{key or '(top level)'}: {reason}"
                                  for key, reason, _ in problems_from(NascSettings, exc))
             raise UsageError(f"invalid NascSettings: {problems}") from None
+
+    @field_validator("quants", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        if isinstance(value, (list, tuple)):
+            for quant in value:
+                reject_old_name(quant, "int8", "'uniform' (8-bit min-max)")
+        return value
 
     @field_validator("bottlenecks", "quants")
     @classmethod

@@ -1,8 +1,11 @@
 """meshlearn.wire: the one encoding of everything nodes exchange and store.
 
 * :class:`Message` (``message.py``): kind + JSON meta + named numpy tensors;
-* tensor codecs (``tensors.py``, ``quant.py``, ``compress.py``): fp16/int8 quantization,
-  zstd/lz4 compression, strict validation of what peers send;
+* quantisation schemes (``quant.py``): the one registry of named lossy encodings (fp32, fp16,
+  int8, simplex8, uniform) with their error bounds, used by FL tensors, soft labels and the split
+  channel;
+* tensor codecs (``tensors.py``, ``compress.py``): fp16/int8 quantization, zstd/lz4 compression,
+  strict validation of what peers send;
 * the envelope (``envelope.py``): ``Message`` <-> deterministic bytes;
 * packets (``packet.py``): compact struct-encoded control packets (overlay gossip), told apart
   from envelopes by their first byte;
@@ -31,6 +34,7 @@ from meshlearn.wire.files import load_tensors, save_tensors
 from meshlearn.wire.frame import DEFAULT_MAX_FRAME_BYTES, HEADER_SIZE, MAC_SIZE, FrameCodec
 from meshlearn.wire.message import Message
 from meshlearn.wire.packet import Packet, decode_payload, encode_payload, register_packet
+from meshlearn.wire.quant import QUANT_SCHEMES, QuantScheme, Quantized, get_scheme
 from meshlearn.wire.tensors import SUPPORTED_DTYPES, TensorCodec, decode_tensor, encode_tensor
 from meshlearn.wire.torchio import numpy_to_state, state_to_numpy
 
@@ -46,6 +50,9 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "Message",
     "Packet",
+    "QUANT_SCHEMES",
+    "QuantScheme",
+    "Quantized",
     "SUPPORTED_DTYPES",
     "TensorCodec",
     "decode_message",
@@ -54,6 +61,7 @@ __all__ = [
     "encode_message",
     "encode_payload",
     "encode_tensor",
+    "get_scheme",
     "load_tensors",
     "numpy_to_state",
     "register_packet",

@@ -1,13 +1,14 @@
 """Tensor encoding: one numpy array <-> (JSON descriptor, blob bytes).
 
-Pipeline on the way out: optional quantization of float tensors (``fp16`` | ``int8``), raw
-little-endian C-order bytes, optional lossless compression (``zstd`` | ``lz4``; kept only when
-it actually shrinks the bytes, so the descriptor records what was really applied).
+Pipeline on the way out: optional quantization of float tensors with a scheme of ``wire/quant.py``
+(``fp16`` | ``int8``, the per-tensor affine one), raw little-endian C-order bytes, optional lossless
+compression (``zstd`` | ``lz4``; kept only when it actually shrinks the bytes, so the descriptor
+records what was really applied).
 
 A descriptor is a flat JSON object::
 
     {"name": "fc.weight", "dtype": "float32", "shape": [10, 784], "stored": "int8",
-     "quant": "int8", "scale": 0.0012, "zero_point": -3,      # scale/zero_point only for int8
+     "quant": "int8", "scale": 0.0012, "zero_point": -3,      # the scheme's params (int8 only)
      "compression": "zstd", "raw_length": 7840}
 
 ``raw_length`` is the size of the stored bytes before compression and must equal
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.wire.compress import get_compressor
-from meshlearn.wire.quant import check_int8_params, dequantize_int8, quantize_int8
+from meshlearn.wire.quant import Quantized, get_scheme
 
 __all__ = [
     "SUPPORTED_DTYPES",
@@ -45,7 +46,9 @@ SUPPORTED_DTYPES: dict[str, np.dtype] = {
 MAX_NDIM = 32
 MAX_NAME_BYTES = 1024
 _REQUIRED_KEYS = frozenset(["name", "dtype", "shape", "stored", "quant", "compression", "raw_length"])
-_INT8_KEYS = frozenset(["scale", "zero_point"])
+Quantize = Literal["none", "fp16", "int8"]
+_SCHEMES: tuple[str, ...] = get_args(Quantize)[1:]  # the quantisation schemes TensorCodec.quantize names
+_PARAM_KEYS = frozenset(k for name in _SCHEMES for k in get_scheme(name).params)
 
 
 class TensorCodec(BaseModel):
@@ -57,8 +60,8 @@ class TensorCodec(BaseModel):
     """Lossless stage: zstd has the better ratio, lz4 the lower latency."""
     zstd_level: int = Field(1, ge=1, le=22)
     """zstd level; 1 is ~5x faster than 3 for about the same ratio on float data."""
-    quantize: Literal["none", "fp16", "int8"] = "none"
-    """Lossy stage: fp16 halves float32, int8 (per-tensor affine) quarters it."""
+    quantize: Quantize = "none"
+    """Lossy stage, a scheme of ``wire/quant.py``: fp16 halves float32, int8 (per-tensor affine) quarters it."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     stored: np.dtype  # little-endian dtype of the bytes on the wire
     quant: str
-    scale: float
-    zero_point: int
+    params: dict[str, Any]  # the quantisation scheme's, validated
     compression: str
     raw_length: int
 
@@ -94,11 +96,12 @@ def encode_tensor(
     """Encode one array; returns ``(descriptor, blob)``."""
     codec = codec or TensorCodec()
     dtype_name = _dtype_name(name, arr)
-    stored, quant = _quantize(arr, codec.quantize)
+    quant, q = _quantize(arr, codec.quantize)
+    stored = q.codes
     raw = stored.astype(stored.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
     compression, blob = _compress(raw, codec)
     desc: dict[str, Any] = {"name": name, "dtype": dtype_name, "shape": list(arr.shape)}
-    desc.update(stored=stored.dtype.name, **quant, compression=compression, raw_length=len(raw))
+    desc.update(stored=stored.dtype.name, quant=quant, **q.params, compression=compression, raw_length=len(raw))
     return desc, blob
 
 
@@ -114,16 +117,11 @@ def _dtype_name(name: object, arr: object) -> str:
     return arr.dtype.name
 
 
-def _quantize(arr: np.ndarray, scheme: str) -> tuple[np.ndarray, dict[str, Any]]:
-    if scheme == "none" or arr.dtype.kind != "f":
-        return arr, {"quant": "none"}
-    if scheme == "fp16":
-        if arr.dtype == np.float16:
-            return arr, {"quant": "none"}
-        with np.errstate(over="ignore"):  # out-of-range values become inf, as documented
-            return arr.astype(np.float16), {"quant": "fp16"}
-    q, scale, zero_point = quantize_int8(arr)
-    return q, {"quant": "int8", "scale": scale, "zero_point": zero_point}
+def _quantize(arr: np.ndarray, scheme: str) -> tuple[str, Quantized]:
+    """Integer and bool tensors are never quantized; fp16 tensors are sent as they are under fp16."""
+    if scheme == "none" or arr.dtype.kind != "f" or (scheme == "fp16" and arr.dtype == np.float16):
+        return "none", Quantized(arr)
+    return scheme, get_scheme(scheme).encode(arr)
 
 
 def _compress(raw: bytes, codec: TensorCodec) -> tuple[str, bytes]:
@@ -150,7 +148,7 @@ def parse_descriptor(descriptor: object, max_elements: int) -> TensorSpec:
     d = _check_keys(descriptor)
     dtype = _peer_dtype(d["dtype"], "dtype")
     shape = _peer_shape(d["shape"], max_elements)
-    quant, scale, zero_point = _peer_quant(d, dtype)
+    quant, params = _peer_quant(d, dtype)
     stored = _expected_stored(dtype, quant)
     if d["stored"] != stored.name:
         raise ProtocolError(
@@ -158,7 +156,7 @@ def parse_descriptor(descriptor: object, max_elements: int) -> TensorSpec:
         )
     get_compressor(d["compression"])
     spec = TensorSpec(
-        _peer_name(d["name"]), dtype, shape, stored, quant, scale, zero_point,
+        _peer_name(d["name"]), dtype, shape, stored, quant, params,
         d["compression"], _peer_int(d["raw_length"], "raw_length"),
     )
     if spec.raw_length != spec.elements * stored.itemsize:
@@ -175,8 +173,8 @@ def decode_blob(spec: TensorSpec, blob: bytes | memoryview) -> np.ndarray:
     arr = np.frombuffer(raw, dtype=spec.stored, count=spec.elements).reshape(spec.shape)
     if spec.stored.kind == "b" and arr.size and arr.view(np.uint8).max() > 1:
         raise ProtocolError(f"tensor {spec.name!r}: bool bytes must be 0 or 1")
-    if spec.quant == "int8":
-        arr = dequantize_int8(arr, spec.scale, spec.zero_point, spec.dtype)
+    if spec.quant != "none":
+        arr = get_scheme(spec.quant).decode(Quantized(arr, spec.params), spec.dtype)
     out = arr.astype(spec.dtype.newbyteorder("="), copy=False)
     return out if out.flags.owndata else out.copy()  # never a view of the peer's buffer
 
@@ -185,7 +183,7 @@ def _check_keys(descriptor: object) -> dict[str, Any]:
     if not isinstance(descriptor, dict):
         raise ProtocolError(f"tensor descriptor must be an object, got {type(descriptor).__name__}")
     missing = _REQUIRED_KEYS - descriptor.keys()
-    unknown = descriptor.keys() - _REQUIRED_KEYS - _INT8_KEYS
+    unknown = descriptor.keys() - _REQUIRED_KEYS - _PARAM_KEYS
     if missing or unknown:
         raise ProtocolError(
             f"tensor descriptor has missing keys {sorted(missing)} / unknown keys {sorted(unknown)}"
@@ -220,24 +218,18 @@ def _peer_shape(shape: object, max_elements: int) -> tuple[int, ...]:
     return dims
 
 
-def _peer_quant(d: dict[str, Any], dtype: np.dtype) -> tuple[str, float, int]:
+def _peer_quant(d: dict[str, Any], dtype: np.dtype) -> tuple[str, dict[str, Any]]:
     quant = d["quant"]
-    if quant not in ("none", "fp16", "int8"):
-        raise ProtocolError(f"unknown quant {quant!r} (known: none, fp16, int8)")
-    if quant != "none" and dtype.kind != "f":
+    if quant not in ("none", *_SCHEMES):
+        raise ProtocolError(f"unknown quant {quant!r} (known: none, {', '.join(_SCHEMES)})")
+    if quant == "none":
+        if _PARAM_KEYS & d.keys():
+            raise ProtocolError(f"quant 'none' takes no parameters, got {sorted(_PARAM_KEYS & d.keys())}")
+        return quant, {}
+    if dtype.kind != "f":
         raise ProtocolError(f"quant {quant!r} applies to float tensors only, not {dtype.name}")
-    has_params = bool(_INT8_KEYS & d.keys())
-    if has_params != (quant == "int8") or (has_params and not _INT8_KEYS <= d.keys()):
-        raise ProtocolError("scale and zero_point must be present exactly when quant is 'int8'")
-    if quant != "int8":
-        return quant, 1.0, 0
-    scale, zero_point = check_int8_params(d["scale"], d["zero_point"])
-    return quant, scale, zero_point
+    return quant, get_scheme(quant).check_params({k: d[k] for k in _PARAM_KEYS & d.keys()})
 
 
 def _expected_stored(dtype: np.dtype, quant: str) -> np.dtype:
-    if quant == "fp16":
-        return SUPPORTED_DTYPES["float16"]
-    if quant == "int8":
-        return SUPPORTED_DTYPES["int8"]
-    return dtype
+    return dtype if quant == "none" else get_scheme(quant).code_dtype.newbyteorder("<")
