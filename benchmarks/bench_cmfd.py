@@ -45,7 +45,7 @@ def one(algo: str, k: int, seed: int, epochs: int, batch_size: int) -> dict:
     from meshlearn.fl.decentral import build_cmfd, build_gossip
     from meshlearn.fl.decentral_settings import DecentralSettings
     from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology
-    from meshlearn.runtime.executor import InlineExecutor
+    from meshlearn.executors import InlineExecutor
     from meshlearn.sim.runtime import Simulator
 
     torch.set_num_threads(1)

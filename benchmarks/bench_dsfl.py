@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from meshlearn.data import load_dataset, partition
+from meshlearn.executors import InlineExecutor
 from meshlearn.experiment.build import SERVER, client_ids
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
@@ -54,7 +55,6 @@ from meshlearn.fl.server import FLServer
 from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
 from meshlearn.models.zoo import count_params
 from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology, server_profile
-from meshlearn.runtime.executor import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec
 

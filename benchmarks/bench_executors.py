@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from meshlearn.data import load_dataset, partition
+from meshlearn.executors import make_executor
+from meshlearn.executors.pool import default_workers
 from meshlearn.learn import TrainTask, Workspace, initial_params
-from meshlearn.runtime.executor import make_executor
-from meshlearn.runtime.pool import default_workers
 
 
 def resampled_parts(labels: np.ndarray, clients: int, lo: int, hi: int, alpha: float,

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from meshlearn.data import load_dataset, partition
+from meshlearn.executors import InlineExecutor
 from meshlearn.experiment.build import SERVER, SIM_SECRET, client_ids, make_eval_task, make_train_task
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.metrics import round_rows, time_to_accuracy
@@ -32,7 +33,6 @@ from meshlearn.fl.selection_settings import SelectionSettings, cost_model
 from meshlearn.fl.server import FLServer, ServerSettings
 from meshlearn.learn import Workspace, initial_params
 from meshlearn.net import LinkSpec, Network, lognormal_profiles, make_topology, server_profile
-from meshlearn.runtime.executor import InlineExecutor
 from meshlearn.sim.runtime import MemorySink, Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
 

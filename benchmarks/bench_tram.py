@@ -33,7 +33,7 @@ def one(routing: str, seed: int, lr: float, transmissions: int) -> dict:
     from meshlearn.fl.decentral_settings import TramSettings
     from meshlearn.fl.tram import build_tram
     from meshlearn.net import LinkSpec, Network, draw_profiles
-    from meshlearn.runtime.executor import InlineExecutor
+    from meshlearn.executors import InlineExecutor
     from meshlearn.sim.runtime import Simulator
 
     t0 = time.perf_counter()

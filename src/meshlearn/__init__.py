@@ -16,10 +16,11 @@ from meshlearn.errors import (
     StoreError,
     UsageError,
 )
+from meshlearn.executors import InlineExecutor
 from meshlearn.net import LinkSpec, Network
 from meshlearn.node import Context, Node
 from meshlearn.registry import Registry
-from meshlearn.runtime import AsyncioRuntime, InlineExecutor
+from meshlearn.runtime import AsyncioRuntime
 from meshlearn.sim.runtime import MemorySink, Simulator
 from meshlearn.wire import FrameCodec, Message, TensorCodec
 

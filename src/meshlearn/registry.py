@@ -1,20 +1,22 @@
-"""One generic registry per plugin kind (models, datasets, loss models, aggregators, ...).
+"""One generic registry per plugin kind (models, datasets, loss models, executors, ...).
 
 Built-ins register at import with ``@REG.register("name")``; third parties use the entry-point
 group ``meshlearn.<kind>`` in their ``pyproject.toml``. Duplicate names raise, unknown names raise
-with the list of valid names.
+with the list of valid names. ``check_params`` checks the keyword parameters a config passes to a
+registered factory (used by data, models and executors).
 """
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from meshlearn.errors import RegistryError
+from meshlearn.errors import RegistryError, UsageError
 
 T = TypeVar("T")
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "check_params"]
 
 
 class Registry(Generic[T]):
@@ -74,3 +76,22 @@ class Registry(Generic[T]):
 def call_registered(registry: Registry[Callable[..., T]], name: str, **kwargs) -> T:
     """Look up ``name`` and call the factory with ``kwargs``."""
     return registry.get(name)(**kwargs)
+
+
+def check_params(fn: Callable[..., Any], what: str, given: dict[str, Any], fixed: int = 0) -> None:
+    """Raise UsageError if ``given`` has unknown keys for ``fn`` or lacks required ones.
+
+    Config files pass plugin parameters as a dict; a misspelt key should say which keys exist
+    instead of surfacing as a bare ``TypeError``. ``fixed`` is the number of leading positional
+    parameters the caller supplies itself.
+    """
+    params = list(inspect.signature(fn).parameters.values())[fixed:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    names = [p.name for p in params]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise UsageError(f"{what}: unknown parameter(s) {', '.join(unknown)} (valid: {', '.join(names) or 'none'})")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in given]
+    if missing:
+        raise UsageError(f"{what}: missing required parameter(s) {', '.join(missing)}")

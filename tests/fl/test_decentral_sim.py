@@ -13,7 +13,7 @@ from meshlearn.fl.decentral import OUTPUTS, CMFDPeer, build_cmfd, build_gossip
 from meshlearn.fl.decentral_settings import DecentralSettings
 from meshlearn.learn import Workspace
 from meshlearn.net import Crash, LinkSpec, Network, Recover, draw_profiles, make_topology
-from meshlearn.runtime.executor import InlineExecutor
+from meshlearn.executors import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import Message
 

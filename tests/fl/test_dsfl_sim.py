@@ -14,7 +14,7 @@ from meshlearn.fl.server import FLServer
 from meshlearn.fl.softlabels import encode_soft
 from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
 from meshlearn.net import Crash, LinkSpec, Network, Recover, draw_profiles, make_topology, server_profile
-from meshlearn.runtime.executor import InlineExecutor
+from meshlearn.executors import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, Message
 

@@ -11,7 +11,7 @@ from meshlearn.fl.distill_settings import FDSettings
 from meshlearn.fl.dsfl import server_settings_from
 from meshlearn.learn import Workspace
 from meshlearn.net import Crash, LinkSpec, Network, draw_profiles, make_topology, server_profile
-from meshlearn.runtime.executor import InlineExecutor
+from meshlearn.executors import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, Message
 

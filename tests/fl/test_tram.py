@@ -14,7 +14,7 @@ from meshlearn.fl.decentral_settings import TramSettings
 from meshlearn.fl.tram import COUNTER_KEY, ROUTING, HopTrainTask, RouteQuery, build_tram, projected_variance
 from meshlearn.learn import Workspace, initial_params
 from meshlearn.net import Crash, LinkSpec, Network, draw_profiles
-from meshlearn.runtime.executor import InlineExecutor
+from meshlearn.executors import InlineExecutor
 from meshlearn.sim.runtime import Simulator
 
 NODES = ("a", "b", "c", "d")

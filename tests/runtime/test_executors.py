@@ -9,9 +9,9 @@ import torch
 
 from meshlearn.data import load_dataset, partition
 from meshlearn.errors import ProtocolError, RegistryError, UsageError
+from meshlearn.executors import EXECUTORS, InlineExecutor, make_executor
+from meshlearn.executors.vectorized import VectorizedExecutor
 from meshlearn.learn import EvalResult, EvalTask, TrainTask, Workspace, initial_params
-from meshlearn.runtime.executor import EXECUTORS, InlineExecutor, make_executor
-from meshlearn.runtime.vectorized import VectorizedExecutor
 
 
 @pytest.fixture(autouse=True)

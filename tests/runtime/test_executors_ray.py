@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from meshlearn.errors import UsageError
-from meshlearn.runtime.executor import make_executor
+from meshlearn.executors import make_executor
 
 
 def test_missing_ray_gives_the_install_hint(monkeypatch):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meshlearn.net import LinkSpec, Network
 from meshlearn.node import Node
 from meshlearn.runtime import AsyncioRuntime
 from meshlearn.sim.runtime import Simulator
+from meshlearn.testing import NodeHarness
 
 
 class Drawer(Node):
@@ -22,10 +22,7 @@ class Drawer(Node):
 def _draws(runtime_cls, seed, ids):
     nodes = [Drawer(i) for i in ids]
     if runtime_cls is Simulator:
-        rt = Simulator(Network(None, LinkSpec(), {}, np.random.SeedSequence(seed)), seed=seed,
-                       stop_on=[])
-        rt.add_nodes(nodes)
-        rt.run()
+        NodeHarness(*nodes, seed=seed)  # a Simulator hosting them, started
     else:
         rt = AsyncioRuntime(seed=seed)
         rt.add_nodes(nodes)

@@ -9,8 +9,9 @@ import pytest
 from rt_helpers import LOCAL, SECRET, Doubler, Echo, Pinger, Ponger, free_port, until, wire_bytes
 
 from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.executors import InlineExecutor
 from meshlearn.node import Node
-from meshlearn.runtime import AsyncioRuntime, InlineExecutor
+from meshlearn.runtime import AsyncioRuntime
 from meshlearn.sim.runtime import MemorySink
 from meshlearn.wire import Message
 

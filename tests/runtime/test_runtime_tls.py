@@ -10,7 +10,8 @@ import pytest
 from rt_helpers import LOCAL, SECRET, Asker, Doubler, Echo, Pinger, Ponger, wire_bytes
 
 from meshlearn.errors import UsageError
-from meshlearn.runtime import AsyncioRuntime, InlineExecutor, make_tls_contexts
+from meshlearn.executors import InlineExecutor
+from meshlearn.runtime import AsyncioRuntime, make_tls_contexts
 
 pytestmark = [
     pytest.mark.timeout(30),

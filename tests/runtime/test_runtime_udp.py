@@ -32,7 +32,7 @@ def _datagram_pair(pinger, ponger, **client_kw):
 
 
 def test_datagram_ping_pong_replies_over_the_learned_route():
-    from meshlearn.runtime import InlineExecutor
+    from meshlearn.executors import InlineExecutor
     from rt_helpers import Doubler
 
     pinger, ponger = Pinger("dev", "edge", count=3, reliable=False), Ponger("edge", reliable=False)

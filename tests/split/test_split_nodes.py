@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from meshlearn.errors import UsageError
-from meshlearn.node import Node
 from meshlearn.overlay.simnet import overlay_simulator
 from meshlearn.split.channel import ChannelSpec, encode_packets, packet_plan
 from meshlearn.split.nodes import SplitHead, SplitTail, injected_losses
 from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
+from meshlearn.testing import NodeHarness
 
 N_ELEMENTS = 64
 SPEC = ChannelSpec(quant="fp16", elements_per_packet=16, deadline_s=0.05)  # 4 packets per sample
@@ -137,42 +137,22 @@ def test_run_offsets_sample_tags_so_a_restarted_head_is_new_to_the_tail():
     assert answers == [20, 0, 20] and tail.stats["late"] == 80
 
 
-class Injector(Node):
-    """Sends hand-made chunks to the tail: undecodable, duplicate and late ones."""
-
-    def __init__(self, chunks: list[tuple[float, TensorChunk]]):
-        super().__init__("evil")
-        self.chunks, self.replies = chunks, []
-
-    def on_start(self, ctx):
-        for i, _ in enumerate(self.chunks):
-            ctx.set_timer(str(i), self.chunks[i][0])
-
-    def on_timer(self, ctx, name):
-        ctx.send("tail", self.chunks[int(name)][1], reliable=False)
-
-    def on_message(self, ctx, src, msg):
-        self.replies.append((ctx.now, msg))
-
-
 def test_tail_counts_bad_duplicate_and_late_chunks_and_answers_once():
     x, _ = toy_data(1)
     bodies = encode_packets(x[0], SPEC, tag=9)
     digest = spec_digest(SPEC)
     bad = bytearray(bodies[0])
     bad[-1:] = b""  # one payload byte short
-    chunks = [(0.0, TensorChunk(digest, bytes(bad))), (0.0, TensorChunk(digest, bodies[0])),
-              (0.001, TensorChunk(digest, bodies[0])), (0.002, TensorChunk(digest, bodies[1])),
-              (0.2, TensorChunk(digest, bodies[2]))]
-    evil = Injector(chunks)
     tail = SplitTail("tail", lambda z: int(np.argmax(z)), (N_ELEMENTS,), SPEC)
-    sim = overlay_simulator([evil, tail])
-    sim.run(until=1.0)
+    h = NodeHarness(tail, peers=["evil"])
+    for at, body in [(0.0, bytes(bad)), (0.0, bodies[0]), (0.001, bodies[0]), (0.002, bodies[1]), (0.2, bodies[2])]:
+        h.advance(at - h.now)
+        h.deliver("evil", TensorChunk(digest, body), reliable=False)
     assert tail.stats["rejected"] == 1 and tail.stats["duplicates"] == 1 and tail.stats["late"] == 1
     assert tail.stats["samples"] == 1
-    (t, reply), = evil.replies
-    assert isinstance(reply, SplitReply) and (reply.sample, reply.accepted, reply.total) == (9, 2, 4)
-    assert 0.05 < t < 0.052  # deadline counted from the first accepted chunk
+    (reply,) = h.sent
+    assert isinstance(reply.msg, SplitReply) and (reply.msg.sample, reply.msg.accepted, reply.msg.total) == (9, 2, 4)
+    assert reply.dst == "evil" and reply.time == pytest.approx(0.05)  # deadline counted from the first accepted chunk
 
 
 def test_bad_arguments_say_what_to_pass():

@@ -16,10 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from meshlearn.data._plugins import check_params
 from meshlearn.data.idx import find_idx_files, read_idx
 from meshlearn.errors import DataError, UsageError
-from meshlearn.registry import Registry
+from meshlearn.registry import Registry, check_params
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "stratified_split"]
 

@@ -14,9 +14,8 @@ from typing import Any, Callable
 import numpy as np
 from rich.table import Table
 
-from meshlearn.data._plugins import check_params
 from meshlearn.errors import UsageError
-from meshlearn.registry import Registry
+from meshlearn.registry import Registry, check_params
 
 __all__ = ["PARTITIONERS", "partition", "summary_stats", "partition_summary"]
 

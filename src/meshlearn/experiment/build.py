@@ -21,7 +21,7 @@ from meshlearn.node import Node
 from meshlearn.registry import Registry
 from meshlearn.fl.selection_settings import cost_model
 from meshlearn.net import DeviceProfile, Topology, LinkSpec, Network, draw_profiles, make_topology, server_profile
-from meshlearn.runtime.executor import make_executor
+from meshlearn.executors import make_executor
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, TensorCodec
 

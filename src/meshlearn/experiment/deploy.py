@@ -13,7 +13,8 @@ from meshlearn.experiment.build import ALGORITHMS, SERVER, build_workspace, clie
 from meshlearn.experiment.schema import ExperimentConfig
 from meshlearn.errors import UsageError
 from meshlearn.learn import Workspace
-from meshlearn.runtime import AsyncioRuntime, InlineExecutor
+from meshlearn.executors import InlineExecutor
+from meshlearn.runtime import AsyncioRuntime
 from meshlearn.wire import TensorCodec
 
 __all__ = ["TLSFiles", "serve_runtime", "join_runtime", "parse_address"]

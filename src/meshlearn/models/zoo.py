@@ -13,9 +13,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from meshlearn.data._plugins import check_params
 from meshlearn.errors import UsageError
-from meshlearn.registry import Registry
+from meshlearn.registry import Registry, check_params
 
 __all__ = ["MODELS", "build_model", "count_params", "flops_per_sample", "TRAIN_FLOPS_FACTOR"]
 

@@ -1,10 +1,11 @@
 """The asyncio runtime: drives the same nodes as the simulator, over real sockets.
 
-It is the simulator's twin (``meshlearn.sim.runtime``): nodes see the same ``Context``, per-node
-random streams are spawned from the same ``SeedSequence`` in the same order, and messages are
-encoded and framed by the same codecs, so ``tx_bytes``/``rx_bytes`` count the same frames.
-What differs is only where events come from: ``loop.time()``, ``loop.call_later``, sockets and a
-worker thread instead of virtual time and the network model.
+It is the simulator's twin (``meshlearn.sim.runtime``): both are thin drivers over
+:class:`meshlearn.host.NodeHost`, so nodes see the same context, random streams, timers and
+dispatch policy, and messages are encoded and framed by the same codecs, so
+``tx_bytes``/``rx_bytes`` count the same frames. What differs is only where events come from:
+``loop.time()``, ``loop.call_later``, sockets and a worker thread instead of virtual time and the
+network model.
 
 * reliable messages: TCP, one connection per (local node, remote node) pair (``tcp.py``);
 * datagrams: UDP, one frame per datagram, one hosted node per endpoint (``udp.py``);
@@ -24,25 +25,19 @@ cleanly and ``run()`` re-raises it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import math
 import ssl
-import time as _wall
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
-from meshlearn.errors import PeerError, ProtocolError, UsageError
+from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.host import Executor, NodeHost
 from meshlearn.node import Node
-from meshlearn.runtime.executor import Executor
 from meshlearn.runtime.tcp import TcpTransport
 from meshlearn.runtime.udp import MAX_DATAGRAM_BYTES, UdpEndpoint
 from meshlearn.wire import FrameCodec, Message, Packet, TensorCodec, decode_payload, encode_payload
 
-__all__ = ["AsyncioRuntime", "AioContext", "run_nodes", "STAT_KEYS", "MAX_DATAGRAM_BYTES"]
+__all__ = ["AsyncioRuntime", "run_nodes", "STAT_KEYS", "MAX_DATAGRAM_BYTES"]
 
 _log = logging.getLogger("meshlearn.runtime")
 
@@ -59,59 +54,10 @@ STAT_KEYS = (
 LINGER_S = 5.0  # at shutdown: longest wait for queued/buffered frames to leave, per stage
 
 
-class AioContext:
-    """The `Context` a node sees inside the asyncio runtime."""
-
-    def __init__(self, rt: "AsyncioRuntime", node_id: str, rng: np.random.Generator):
-        self._rt, self.node_id, self.rng = rt, node_id, rng
-        self.tx_bytes = 0  # message frames written to sockets (or handed to a co-hosted node)
-        self.rx_bytes = 0  # message frames read for this node
-        self.control_bytes = 0  # handshake frames of this node's connections
-
-    @property
-    def now(self) -> float:
-        return self._rt.now
-
-    def send(self, dst: str, msg: Message | Packet, *, reliable: bool = True) -> int:
-        return self._rt._send(self.node_id, dst, msg, reliable)
-
-    def set_timer(self, name: str, delay: float) -> None:
-        self._rt._set_timer(self.node_id, name, delay)
-
-    def cancel_timer(self, name: str) -> None:
-        handle = self._rt._states[self.node_id].timers.pop(name, None)
-        if handle is not None:
-            handle.cancel()
-
-    def submit(self, task: Any) -> int:
-        return self._rt._submit(self.node_id, task)
-
-    def record(self, key: str, value: float, *, round: int | None = None, per_node: bool = False) -> None:
-        if self._rt.sink is not None:
-            self._rt.sink.log(key, float(value), round=round, node=self.node_id if per_node else None,
-                              t_sim=self.now, t_wall=_wall.time())
-
-    def checkpoint(self, round: int, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        if self._rt.on_checkpoint is not None:
-            self._rt.on_checkpoint(self.node_id, round, tensors, meta)
-
-    def log(self, text: str, *, level: str = "info") -> None:
-        self._rt.log(self.node_id, level, text)
-
-    def stop(self) -> None:
-        self._rt._stop_node(self.node_id)
-
-
-@dataclass
-class _NodeState:
-    node: Node
-    ctx: AioContext
-    stopped: bool = False
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-
-
-class AsyncioRuntime:
+class AsyncioRuntime(NodeHost):
     """Hosts nodes in this process and connects them to nodes elsewhere over TCP/UDP (+TLS)."""
+
+    _logger = _log
 
     def __init__(
         self,
@@ -135,9 +81,10 @@ class AsyncioRuntime:
             raise UsageError("ssl_server wraps the listener: pass listen=(host, port) too")
         if not (isinstance(connect_retry_s, (int, float)) and connect_retry_s > 0):
             raise UsageError(f"connect_retry_s must be a positive number of seconds, got {connect_retry_s!r}")
+        super().__init__(seed=seed, executor=executor, sink=sink, on_checkpoint=on_checkpoint,
+                         stat_keys=STAT_KEYS, log_limit=10_000)
         self.listen = None if listen is None else _address("listen", listen)
         self.peers = {str(k): _address(f"peers[{k!r}]", v) for k, v in (peers or {}).items()}  # live: add later
-        self.executor, self.sink, self.on_checkpoint = executor, sink, on_checkpoint
         self.codec = codec or TensorCodec()
         self.frames = FrameCodec(secret, max_frame_bytes)
         parser = FrameCodec(secret, 2**40)  # size limits are checked by the transports themselves
@@ -146,38 +93,23 @@ class AsyncioRuntime:
                                 ssl_server=ssl_server, ssl_client=ssl_client, connect_retry_s=connect_retry_s,
                                 handshake_timeout=handshake_timeout)
         self.udp = UdpEndpoint(self, parser, self.peers, self._single_node)
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
-        self.log_lines: collections.deque = collections.deque(maxlen=10_000)  # (t, node, level, text)
         self.address: tuple[str, int] | None = None  # the bound listen address, once started
         self.timed_out = False
-        self._seed = np.random.SeedSequence(seed)
-        self._states: dict[str, _NodeState] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.start_time = start_time  # ctx.now at start(): a resumed run continues its clock
         self._t0 = 0.0
-        self._started = self._ran = self._closing = False
+        self._started = self._ran = False
         self._done: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._next_task = 0
 
     # ----- set-up -------------------------------------------------------------------------
     def add_node(self, node: Node) -> None:
         """Host `node` here; rng streams are spawned in add order, exactly as ``Simulator.add_node``."""
         if self._ran:
             raise UsageError("add nodes before run(); this runtime is already running")
-        if node.node_id in self._states:
-            raise UsageError(f"node id {node.node_id!r} is used twice; node ids must be unique")
         self.frames.frame_size(node.node_id, 0)  # UsageError unless a valid frame source id
-        rng = np.random.default_rng(self._seed.spawn(1)[0])
-        self._states[node.node_id] = _NodeState(node, AioContext(self, node.node_id, rng))
-
-    def add_nodes(self, nodes: Iterable[Node]) -> None:
-        for node in nodes:
-            self.add_node(node)
-
-    def context(self, node_id: str) -> AioContext:
-        return self._states[node_id].ctx
+        super().add_node(node)
 
     @property
     def now(self) -> float:
@@ -213,15 +145,15 @@ class AsyncioRuntime:
         self._ran = True
         try:
             await self.start()
-            for st in self._states.values():
-                self._dispatch(st, st.node.on_start)
+            for node_id in self._states:
+                self._start_node(node_id)
             self._check_done()
             try:
                 await asyncio.wait_for(self._done.wait(), timeout)
             except asyncio.TimeoutError:
                 self.timed_out = True
                 self.log(None, "warning", f"run timed out after {timeout}s; nodes still running: "
-                         f"{[n for n, st in self._states.items() if not st.stopped]}")
+                         f"{[n for n, st in self._states.items() if st.alive]}")
         finally:
             await self._shutdown()
         if self._error is not None:
@@ -235,43 +167,27 @@ class AsyncioRuntime:
     async def _shutdown(self) -> None:
         self._closing = True  # from here on no handler runs: nodes cannot start new work
         for st in self._states.values():
-            for handle in st.timers.values():
-                handle.cancel()
-            st.timers.clear()
+            self._disarm(st)
         await self.tcp.close(LINGER_S)
         self.udp.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _dispatch(self, st: _NodeState, handler: Callable, *args: Any) -> None:
-        """Call a node handler; PeerError is the peer's fault, anything else ends the run."""
-        if st.stopped or self._closing:
-            return
-        try:
-            handler(st.ctx, *args)
-        except PeerError as exc:
-            self.report("peer_errors", st.ctx.node_id, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug in a node: fail loudly, but shut the sockets down first
-            _log.exception("node %s raised; ending the run", st.ctx.node_id)
-            self._fail(exc)
+    def _fail(self, node_id: str, exc: Exception) -> None:
+        """A bug in a node: fail loudly, but shut the sockets down first (``run()`` re-raises)."""
+        _log.exception("node %s raised; ending the run", node_id)
+        self._abort(exc)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _abort(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
         self._done.set()
 
-    def _stop_node(self, node_id: str) -> None:
-        st = self._states[node_id]
-        if st.stopped:
-            return
-        st.stopped = True
-        for handle in st.timers.values():
-            handle.cancel()
-        st.timers.clear()
+    def _node_stopped(self, node_id: str) -> None:
         self._check_done()
 
     def _check_done(self) -> None:
-        if all(st.stopped for st in self._states.values()):
+        if not any(st.alive for st in self._states.values()):
             self._done.set()
 
     # ----- messages -----------------------------------------------------------------------
@@ -291,7 +207,7 @@ class AsyncioRuntime:
     def receive(self, local: str, src: str, payload: bytes, nbytes: int, reject_counter: str) -> None:
         """A frame for `local` passed its checks: count it, decode it, deliver it."""
         st = self._states[local]
-        if st.stopped:
+        if not st.alive:
             return
         st.ctx.rx_bytes += nbytes
         try:
@@ -302,40 +218,30 @@ class AsyncioRuntime:
         self._dispatch(st, st.node.on_message, src, msg)
 
     # ----- timers and tasks ---------------------------------------------------------------
-    def _set_timer(self, node_id: str, name: str, delay: float) -> None:
-        st = self._states[node_id]
-        if st.stopped:
-            return
-        if not (isinstance(delay, (int, float)) and math.isfinite(delay)):
-            raise UsageError(f"timer {name!r}: delay must be a finite number of seconds, got {delay!r}")
-        old = st.timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        st.timers[name] = self._loop.call_later(max(0.0, delay), self._fire_timer, st, name)
+    def _call_later(self, delay: float, callback: Callable[[Any], None], arg: Any) -> asyncio.TimerHandle:
+        return self._loop.call_later(delay, callback, arg)
 
-    def _fire_timer(self, st: _NodeState, name: str) -> None:
-        st.timers.pop(name, None)
-        self._dispatch(st, st.node.on_timer, name)
+    def _cancel(self, handle: asyncio.TimerHandle) -> None:
+        handle.cancel()
 
-    def _submit(self, node_id: str, task: Any) -> int:
-        if self.executor is None:
-            raise UsageError("this runtime has no executor; pass executor=InlineExecutor(workspace)")
+    def _due(self, handle: asyncio.TimerHandle) -> float:
+        return self.start_time + handle.when() - self._t0
+
+    def _start_task(self, node_id: str, task_id: int, task: Any) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshlearn-task")
-        self._next_task += 1
-        task_id, executor = self._next_task, self.executor
+        executor = self.executor
         future = self._loop.run_in_executor(self._pool, lambda: executor.submit(task).result())
         future.add_done_callback(lambda f: self._task_done(node_id, task_id, f))
-        return task_id
 
     def _task_done(self, node_id: str, task_id: int, future: asyncio.Future) -> None:
         if future.cancelled() or self._done.is_set():
             return
         if future.exception() is not None:
             self.log(node_id, "error", f"task {task_id} failed: {future.exception()!r}")
-            self._fail(future.exception())
+            self._abort(future.exception())
             return
-        self._dispatch(self._states[node_id], self._states[node_id].node.on_task_done, task_id, future.result())
+        self._task_result(node_id, task_id, future.result())
 
     # ----- what the transports call (tcp.Host) --------------------------------------------
     def is_hosted(self, node_id: str) -> bool:
@@ -351,15 +257,6 @@ class AsyncioRuntime:
         self.stats["control_bytes"] += nbytes
         if node_id is not None:
             self._states[node_id].ctx.control_bytes += nbytes
-
-    def report(self, counter: str, node_id: str | None, text: str) -> None:
-        self.stats[counter] += 1
-        self.log(node_id, "warning", text)
-
-    def log(self, node_id: str | None, level: str, text: str) -> None:
-        self.log_lines.append((self.now, node_id, level, text))
-        lvl = logging.getLevelName(str(level).upper())
-        _log.log(lvl if isinstance(lvl, int) else logging.INFO, "[t=%.3f %s] %s", self.now, node_id or "-", text)
 
 
 def _address(what: str, value: Any) -> tuple[str, int]:

@@ -25,7 +25,7 @@ they are dropped, later sends are dropped until the next attempt, and the transp
 every ``connect_retry_s`` for as long as something is being sent. Nothing queues without
 bound. When a connection closes its route is removed.
 
-This module owns sockets only; nodes, counters and decoding live in ``aio.py`` (the host).
+This module owns sockets only; decoding lives in ``aio.py``, nodes and counters in ``meshlearn.host``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import itertools
 from typing import Any
 
 from meshlearn.errors import UsageError
-from meshlearn.runtime.executor import Handle, Workspace
+from meshlearn.executors.inline import Workspace
+from meshlearn.host import Handle
 
 __all__ = ["RayExecutor", "import_ray", "INSTALL_HINT"]
 
@@ -92,7 +93,7 @@ class RayExecutor:
             if num_cpus is not None:
                 options["num_cpus"] = int(num_cpus)
             else:
-                from meshlearn.runtime.pool import default_workers
+                from meshlearn.executors.pool import default_workers
 
                 options.setdefault("num_cpus", default_workers())
             ray.init(**options)

@@ -48,11 +48,12 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from meshlearn.errors import UsageError
-from meshlearn.runtime.executor import Handle, Workspace, _Deferred
+from meshlearn.executors.inline import Workspace, _Deferred
+from meshlearn.host import Handle
 
 __all__ = ["VectorizedExecutor"]
 
-_log = logging.getLogger("meshlearn.runtime.vectorized")
+_log = logging.getLogger("meshlearn.executors.vectorized")
 
 
 class _Pending:

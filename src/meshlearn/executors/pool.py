@@ -24,7 +24,8 @@ import os
 from typing import Any
 
 from meshlearn.errors import UsageError
-from meshlearn.runtime.executor import Handle, Workspace
+from meshlearn.executors.inline import Workspace
+from meshlearn.host import Handle
 
 __all__ = ["ProcessExecutor", "default_workers"]
 
