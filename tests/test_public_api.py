@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from types import ModuleType
 
 import meshlearn
 
 
 def test_all_matches_public_names():
-    public = sorted(n for n in vars(meshlearn) if not n.startswith("_") and n[0].isupper())
+    public = sorted(n for n in dir(meshlearn) if not n.startswith("_")
+                    and not isinstance(getattr(meshlearn, n), ModuleType))
     assert sorted(meshlearn.__all__) == public
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# FedAvg, DS-FL, CMFD and Tram-FL on the same data, then a side-by-side table.
+# FedAvg, DS-FL, CMFD and Tram-FL on the same data (base.toml), then a side-by-side table.
+# Runs go where `meshlearn runs list` looks from where you call this ($MESHLEARN_RUNS or ./runs).
 set -euo pipefail
-cd "$(dirname "$0")"
-common=(--set fl.rounds=30 --set decentral.epochs=60 --set decentral.eval_every=5 --set tram.transmissions=100 -q)
-meshlearn run base.toml --set name=fedavg --set fl.algorithm=fedavg "${common[@]}"
-meshlearn run base.toml --set name=dsfl   --set fl.algorithm=dsfl   "${common[@]}"
-meshlearn run base.toml --set name=cmfd   --set fl.algorithm=cmfd   "${common[@]}"
-meshlearn run base.toml --set name=tram   --set fl.algorithm=tram   "${common[@]}"
+base="$(dirname "$0")/base.toml"
+meshlearn run "$base" -q --set name=fedavg --set fl.algorithm=fedavg --set fl.rounds=30
+meshlearn run "$base" -q --set name=dsfl   --set fl.algorithm=dsfl   --set fl.rounds=30
+meshlearn run "$base" -q --set name=cmfd   --set fl.algorithm=cmfd   --set decentral.epochs=60 --set decentral.eval_every=5
+meshlearn run "$base" -q --set name=tram   --set fl.algorithm=tram   --set tram.transmissions=100
 meshlearn runs compare fedavg dsfl cmfd tram --target 0.8

@@ -18,22 +18,22 @@ __all__ = ["atomic_write", "fsync_dir"]
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (best effort; not possible on every OS)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
-        os.fsync(fd)
+        os.fsync(descriptor)
     except OSError:
         pass
     finally:
-        os.close(fd)
+        os.close(descriptor)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename over ``path``."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
     tmp = Path(name)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared
     try:

@@ -1,14 +1,20 @@
-"""One generic registry per plugin kind (models, datasets, loss models, executors, ...).
+"""One generic registry per plugin kind (models, datasets, loss models, algorithms, executors, ...).
 
 Built-ins register at import with ``@REG.register("name")``; third parties use the entry-point
 group ``meshlearn.<kind>`` in their ``pyproject.toml``. Duplicate names raise, unknown names raise
 with the list of valid names. ``check_params`` checks the keyword parameters a config passes to a
 registered factory (used by data, models and executors).
+
+A registry made with ``discover="meshlearn.fl"`` imports every module of that package (and its
+subpackages) on its first lookup, so a built-in registers by existing: adding an algorithm is
+adding one module, and nothing is imported before someone asks for the registry's contents.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -22,10 +28,12 @@ __all__ = ["Registry", "check_params"]
 class Registry(Generic[T]):
     """A name → factory table for one plugin kind."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, discover: str | None = None):
         self.kind = kind
+        self.discover = discover  # package whose modules register the built-ins, imported on first lookup
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
+        self._discovered = discover is None
 
     def register(self, name: str, item: T | None = None):
         """Register ``item`` under ``name``; usable as ``@registry.register("name")``."""
@@ -46,6 +54,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the item registered under ``name`` or raise listing the valid names."""
+        self._discover()
         if name not in self._items:
             self._load_entry_points()
         try:
@@ -55,14 +64,31 @@ class Registry(Generic[T]):
             raise RegistryError(f"unknown {self.kind} {name!r} (valid: {valid})") from None
 
     def names(self) -> list[str]:
+        self._discover()
         self._load_entry_points()
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, item)`` pairs, sorted by name (built-ins and plugins)."""
+        return [(name, self._items[name]) for name in self.names()]
+
     def __contains__(self, name: object) -> bool:
+        self._discover()
+        if name not in self._items:
+            self._load_entry_points()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def _discover(self) -> None:
+        """Import every module of the ``discover`` package once (they register as a side effect)."""
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self.discover)
+        for info in pkgutil.walk_packages(package.__path__, prefix=package.__name__ + "."):
+            importlib.import_module(info.name)
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:

@@ -30,6 +30,12 @@ says exactly what happens and when, in virtual time, without sockets or sleeps::
     h.recover()  # on_start runs again
     assert h.metrics("pings") == [1.0] and h.peer_errors == 0
 
+``StubSetup`` is the other half for algorithm authors: the ``Setup`` an algorithm's ``build`` gets
+(``meshlearn.fl.spec``), made from a workspace and a few round settings instead of a whole
+experiment config, so a test can build an algorithm's nodes and host them in a harness::
+
+    plan = build_fedmedian(StubSetup(workspace, ["c0", "c1"], MySettings(), rounds=2, epochs=1))
+
 Messages still cross the real wire codec (what a stub peer records is what it decoded), every
 step runs the simulator until nothing more happens at the current instant, and a ``PeerError``
 raised by the node is counted in ``peer_errors`` and logged (``logs()``), exactly as in a run.
@@ -51,7 +57,7 @@ from meshlearn.node import Node
 from meshlearn.sim.runtime import Simulator
 from meshlearn.wire import FrameCodec, Message, Packet, TensorCodec
 
-__all__ = ["IDEAL_LINK", "NodeHarness", "Responder", "Sent", "StubPeer"]
+__all__ = ["IDEAL_LINK", "NodeHarness", "Responder", "Sent", "StubPeer", "StubSetup"]
 
 IDEAL_LINK = LinkSpec(latency_s=0.0, bandwidth_bps=math.inf)  # every message arrives the instant it is sent
 
@@ -190,3 +196,37 @@ class NodeHarness:
     def _settle(self) -> None:
         """Run everything due at the current instant (deliveries, zero-delay timers, tasks)."""
         self.sim.run(until=self.sim.now)
+
+
+class StubSetup:
+    """The ``Setup`` an algorithm's ``build`` gets, without a whole experiment config.
+
+    ``fl`` keywords are ``[fl]`` round settings (rounds, epochs, lr, ...); the selector is random,
+    nobody reports telemetry, ``topology()`` returns the graph given here (peer algorithms).
+    """
+
+    def __init__(self, workspace: Any, client_ids: Iterable[str], settings: Any = None, *, resume: Any = None,
+                 seed: int = 0, topology: Any = None, **fl: Any):
+        from types import SimpleNamespace
+
+        from meshlearn.fl.server import RoundSettings
+
+        self.workspace, self.client_ids, self.settings, self.resume = workspace, list(client_ids), settings, resume
+        self.config = SimpleNamespace(fl=RoundSettings(**fl), seed=seed)
+        self._topology = topology
+
+    def initial_params(self) -> dict[str, np.ndarray]:
+        from meshlearn.learn import initial_params
+
+        return initial_params(self.workspace)
+
+    def topology(self) -> Any:
+        return self._topology
+
+    def selector(self, cost: Any = None) -> Any:
+        from meshlearn.fl.selection import RandomSelector
+
+        return RandomSelector()
+
+    def telemetry(self) -> dict[str, dict]:
+        return {}

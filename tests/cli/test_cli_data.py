@@ -22,11 +22,8 @@ def test_data_show_five_clients(cli_proc):
     assert "digits" in result.out and "dirichlet" in result.out
 
 
-def test_data_show_rows_and_shards(cli, monkeypatch):
-    # in-process (fast): keep build_workspace from changing torch's global thread count here
-    import meshlearn.experiment.build as build
-
-    monkeypatch.setattr(build, "configure_torch", lambda cfg: None)
+def test_data_show_rows_and_shards(cli):
+    # in-process (fast); build_workspace sets torch's thread count to runtime.torch_threads = 1, as the suite runs
     result = cli("data", "show", "quickstart", "--set", "data.partition=shards",
                  "--set", "data.classes_per_client=2", "--rows", "3")
     assert result.code == 0, result.err

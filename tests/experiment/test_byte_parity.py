@@ -4,17 +4,16 @@ import asyncio
 
 import pytest
 
-from meshlearn.experiment.build import build_simulation, client_ids
-from meshlearn.experiment.deploy import join_runtime, serve_runtime
-from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.experiment.fl.build import build_simulation, client_ids
+from meshlearn.experiment.fl.deploy import join_runtime, serve_runtime
+from meshlearn.experiment.fl.schema import fl_config
 from meshlearn.sim.runtime import MemorySink
 
 KEYS = ("bytes_up", "bytes_down", "clients_completed", "accuracy")
 
 
 def cfg(**wire):
-    return ExperimentConfig.model_validate({"name": "parity", "data": {"clients": 4}, "wire": wire,
-                                            "fl": {"rounds": 2, "epochs": 1}})
+    return fl_config({"name": "parity", "data": {"clients": 4}, "wire": wire, "fl": {"rounds": 2, "epochs": 1}})
 
 
 def simulated(c):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from meshlearn.errors import ConfigError, DataError
-from meshlearn.experiment.build import build_workspace
-from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.experiment.fl.build import build_workspace
+from meshlearn.experiment.fl.schema import fl_config
 
 
 def ws(**data):
-    return build_workspace(ExperimentConfig.model_validate({"data": {"clients": 5, **data}}))
+    return build_workspace(fl_config({"data": {"clients": 5, **data}}))
 
 
 def test_open_size_holds_samples_out_of_training_and_partitions():
@@ -49,7 +49,8 @@ def test_npz_datasets_honour_test_fraction(tmp_path):
 
 def test_file_dataset_without_path_gets_a_clean_message():
     from meshlearn.config import validate_config
+    from meshlearn.experiment.fl.schema import config_model
 
     with pytest.raises(ConfigError) as err:
-        validate_config(ExperimentConfig, {"data": {"dataset": "npz"}})
+        validate_config(config_model(), {"data": {"dataset": "npz"}})
     assert "set data.path" in str(err.value) and "Value error" not in str(err.value)

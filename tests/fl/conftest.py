@@ -1,12 +1,12 @@
 import pytest
 
-from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.experiment.fl.schema import FLExperiment, fl_config
 
 
 @pytest.fixture
 def small_cfg():
     """A fast FedAvg experiment: 6 clients, 3 rounds, lossy uplink."""
-    def make(**overrides) -> ExperimentConfig:
+    def make(**overrides) -> FLExperiment:
         data = {"name": "t", "data": {"clients": 6}, "fl": {"rounds": 3, "epochs": 1},
                 "network": {"uplink_loss": {"model": "gilbert_elliott", "loss": 0.05, "burst": 4}}}
         for key, value in overrides.items():
@@ -15,5 +15,6 @@ def small_cfg():
                 data.setdefault(section, {})[field] = value
             else:
                 data[section] = value
-        return ExperimentConfig.model_validate(data)
+        return fl_config(data)
     return make
+

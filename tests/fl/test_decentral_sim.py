@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from meshlearn.testing import StubSetup
 from meshlearn.data import load_dataset, partition
-from meshlearn.fl.decentral import OUTPUTS, CMFDPeer, build_cmfd, build_gossip
-from meshlearn.fl.decentral_settings import DecentralSettings
+from meshlearn.fl.decentral import OUTPUTS, CMFDPeer, DecentralSettings, build_cmfd, build_gossip
 from meshlearn.learn import Workspace
 from meshlearn.net import Crash, LinkSpec, Network, Recover, draw_profiles, make_topology
 from meshlearn.executors import InlineExecutor
@@ -42,7 +42,8 @@ def simulate(digits, algo: str, settings: DecentralSettings, *, n: int = 6, k: i
     ws, ids = make_workspace(digits, n, seed=seed)
     topology = make_topology("k_hop_ring", ids, np.random.default_rng(seed), k=k)
     build = {"cmfd": build_cmfd, "gossip": build_gossip}[algo]
-    nodes, stop_on = build(settings, SimpleNamespace(seed=seed), ws, ids, topology)
+    plan = build(StubSetup(ws, ids, settings, seed=seed, topology=topology))
+    nodes, stop_on = plan.nodes, plan.stop_on
     if replace:
         nodes = [replace(p) if p.node_id == "peer-0" else p for p in nodes]
     devices = dict(zip(ids, draw_profiles("uniform", n, np.random.default_rng(seed))))

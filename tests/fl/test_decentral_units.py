@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from meshlearn.errors import ProtocolError, UsageError
-from meshlearn.fl.decentral import EpochLedger, build_cmfd, check_probs, gossip_mix, open_rows
-from meshlearn.fl.decentral_settings import DecentralSettings, TramSettings
+from meshlearn.testing import StubSetup
+from meshlearn.fl.decentral import DecentralSettings, EpochLedger, build_cmfd, check_probs, gossip_mix, open_rows
+from meshlearn.fl.tram import TramSettings
 
 
 def test_open_rows_are_shared_by_seed_and_epoch():
@@ -114,11 +115,12 @@ def test_settings_reject_unknown_keys_and_bad_values():
 def test_cmfd_needs_an_open_set():
     ws = SimpleNamespace(open=None)
     with pytest.raises(UsageError, match="open_size"):
-        build_cmfd(DecentralSettings(), SimpleNamespace(seed=0), ws, ["a", "b"], None)
+        build_cmfd(StubSetup(ws, ["a", "b"], DecentralSettings()))
 
 
-def test_settings_module_does_not_import_torch():
-    code = "import sys, meshlearn.fl.decentral_settings; print('torch' in sys.modules)"
+def test_algorithm_modules_do_not_import_torch():
+    code = ("import sys, meshlearn.fl.decentral, meshlearn.fl.tram, meshlearn.fl.dsfl, meshlearn.fl.fd, "
+            "meshlearn.fl.fedavg; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 import torch
 
+from meshlearn.testing import StubSetup
 from meshlearn.data import load_dataset, partition
 from meshlearn.errors import UsageError
-from meshlearn.experiment.build import SERVER, client_ids
+from meshlearn.experiment.fl.build import client_ids
 from meshlearn.fl import dsfl
 from meshlearn.fl.client import FLClient
-from meshlearn.fl.distill_settings import DSFLSettings
-from meshlearn.fl.server import FLServer
+from meshlearn.fl.dsfl import DSFLSettings
+from meshlearn.fl.server import FLServer, RoundSettings
 from meshlearn.fl.softlabels import encode_soft
-from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
+from meshlearn.fl.spec import SERVER
+from meshlearn.learn import Workspace, initial_params
 from meshlearn.net import Crash, LinkSpec, Network, Recover, draw_profiles, make_topology, server_profile
 from meshlearn.executors import InlineExecutor
 from meshlearn.sim.runtime import Simulator
@@ -39,7 +41,7 @@ def star_network(seed, devices="iot", uplink_loss=None):
 def ws():
     """digits; 300 training images held out as the open set; the rest in 5-class shards over 6 clients
     (with 6 clients, 2 classes each leaves classes with a single holder: too few votes to learn fast)."""
-    torch.set_num_threads(1)  # as experiment.build.configure_torch does; torch's default spins on every core
+    torch.set_num_threads(1)  # as experiment.fl.build.build_workspace does; torch's default spins on every core
     train, test = load_dataset("digits", seed=0)
     order = np.random.default_rng(1).permutation(len(train))
     open_set, private = train.subset(np.sort(order[:300])), train.subset(np.sort(order[300:]))
@@ -61,11 +63,15 @@ def simulate(ws, nodes, stop_on, *, seed=0, faults=(), uplink_loss=LOSSY):
     return sim
 
 
+def build(ws, settings=None, common=None, resume=None):
+    setup = StubSetup(ws, IDS, DSFLSettings(**{**FAST, **(settings or {})}), resume=resume, **{**COMMON, **(common or {})})
+    return dsfl.build_dsfl(setup)
+
+
 def run_dsfl(ws, settings=None, common=None, resume=None, patch=lambda node: node, **kw):
-    nodes, stop = dsfl.build_dsfl(DSFLSettings(**{**FAST, **(settings or {})}), {**COMMON, **(common or {})}, ws,
-                                  IDS, resume=resume)
-    nodes = [patch(n) for n in nodes]
-    return simulate(ws, nodes, stop, **kw), nodes[0]
+    plan = build(ws, settings, common, resume)
+    nodes = [patch(n) for n in plan.nodes]
+    return simulate(ws, nodes, plan.stop_on, **kw), nodes[0]
 
 
 def series(sim, key):
@@ -101,10 +107,8 @@ def test_rounds_record_flserver_metrics_with_virtual_time_last_and_learn(ws):
 
 
 def fedavg_bytes(ws):
-    server = FLServer(SERVER, initial_params(ws), dsfl.server_settings_from(COMMON, N),
-                      lambda p: EvalTask(params=p))
-    clients = [FLClient(c, SERVER, lambda client, params, **m: TrainTask(client=client, params=params, **m))
-               for c in IDS]
+    server = FLServer(SERVER, initial_params(ws), RoundSettings(**COMMON), min_clients=N)
+    clients = [FLClient(c, SERVER) for c in IDS]
     sim = simulate(ws, [server, *clients], [SERVER])
     return sum(series(sim, "bytes_up")) + sum(series(sim, "bytes_down"))
 
@@ -164,7 +168,7 @@ def test_malformed_uploads_are_rejected_logged_and_the_round_completes(ws):
 def test_resume_continues_after_the_checkpointed_round_with_its_soft_labels(ws):
     first, _ = run_dsfl(ws)
     tensors, meta = first.checkpoints[2]
-    nodes, _ = dsfl.build_dsfl(DSFLSettings(**FAST), COMMON, ws, IDS, resume=(2, tensors))
+    nodes = build(ws, resume=(2, tensors)).nodes
     assert np.array_equal(nodes[0].soft, tensors["dsfl.soft_labels"]) and "dsfl.indices" not in nodes[0].params
     resumed, server = run_dsfl(ws, resume=(2, tensors))
     assert server.completed_round == 3
@@ -189,6 +193,6 @@ def test_without_server_distillation_accuracy_is_the_mean_the_clients_report(ws)
 def test_builder_validates_its_inputs(ws):
     no_open = Workspace(ws.train, ws.test, ws.parts, "mlp", {"hidden": (64,)}, 0)
     with pytest.raises(UsageError, match="open_size"):
-        dsfl.build_dsfl(DSFLSettings(), COMMON, no_open, IDS)
-    with pytest.raises(UsageError, match="unknown round settings"):
-        dsfl.build_dsfl(DSFLSettings(), {**COMMON, "prox_muu": 1.0}, ws, IDS)
+        build(no_open)
+    with pytest.raises(ValueError, match="prox_muu"):
+        build(ws, common={"prox_muu": 1.0})

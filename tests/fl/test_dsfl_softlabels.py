@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from meshlearn.config import validate_config
 from meshlearn.errors import ConfigError, ProtocolError, RegistryError, UsageError
-from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
+from meshlearn.fl.dsfl import DSFLSettings
+from meshlearn.fl.fd import FDSettings
 from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_soft_labels, decode_soft, encode_soft, entropy, era,
                                      sa, soft_bytes)
 
@@ -160,7 +161,7 @@ def test_settings_forbid_unknown_keys_and_describe_every_field():
 
 
 def test_settings_and_softlabels_do_not_import_torch():
-    code = "import sys, meshlearn.fl.distill_settings, meshlearn.fl.softlabels; print('torch' in sys.modules)"
+    code = "import sys, meshlearn.fl.dsfl, meshlearn.fl.fd, meshlearn.fl.softlabels; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -1,23 +1,23 @@
 """Hierarchical FedAvg over the skip mesh (fl.algorithm = "dsml"): accuracy, parent and root crashes."""
 
 import pytest
-from pydantic import ValidationError
 
-from meshlearn.experiment.build import build_simulation, client_ids
-from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.errors import ConfigError
+from meshlearn.experiment.fl.build import build_simulation, client_ids
+from meshlearn.experiment.fl.schema import FLExperiment, fl_config
 from meshlearn.fl.dsml import member_vectors
 from meshlearn.overlay.dsml.sim import dsml_parents
 
 N = 12
 
 
-def _cfg(algorithm: str, crashes=()) -> ExperimentConfig:
-    return ExperimentConfig.model_validate({
+def _cfg(algorithm: str, crashes=()) -> FLExperiment:
+    return fl_config({
         "name": "t", "data": {"clients": N}, "fl": {"rounds": 6, "epochs": 1, "algorithm": algorithm},
         "faults": {"crashes": list(crashes)}})
 
 
-def _run(cfg: ExperimentConfig) -> dict[int, dict[str, float]]:
+def _run(cfg: FLExperiment) -> dict[int, dict[str, float]]:
     s = build_simulation(cfg)
     s.sim.run(until=2000)
     rounds: dict[int, dict[str, float]] = {}
@@ -62,7 +62,7 @@ def test_a_new_root_takes_over_when_the_root_crashes():
 
 
 def test_the_dsml_section_is_strict():
-    with pytest.raises(ValidationError, match="extra"):
-        ExperimentConfig.model_validate({"dsml": {"slot": 1}})
-    cfg = ExperimentConfig.model_validate({"fl": {"algorithm": "dsml"}, "dsml": {"level_slot_s": 2.0}})
+    with pytest.raises(ConfigError, match="dsml.slot: unknown key"):
+        fl_config({"dsml": {"slot": 1}})
+    cfg = fl_config({"fl": {"algorithm": "dsml"}, "dsml": {"level_slot_s": 2.0}})
     assert cfg.dsml.level_slot_s == 2.0

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from meshlearn.testing import StubSetup
 from meshlearn.data import load_dataset, partition
-from meshlearn.experiment.build import SERVER, client_ids
+from meshlearn.experiment.fl.build import client_ids
 from meshlearn.fl import fd
-from meshlearn.fl.distill_settings import FDSettings
-from meshlearn.fl.dsfl import server_settings_from
+from meshlearn.fl.fd import FDSettings
+from meshlearn.fl.server import RoundSettings
+from meshlearn.fl.spec import SERVER
 from meshlearn.learn import Workspace
 from meshlearn.net import Crash, LinkSpec, Network, draw_profiles, make_topology, server_profile
 from meshlearn.executors import InlineExecutor
@@ -40,7 +42,8 @@ def ws():
 
 
 def run_fd(ws, settings=None, common=None, patch=lambda node: node, seed=0, faults=()):
-    nodes, stop = fd.build_fd(FDSettings(**(settings or {})), {**COMMON, **(common or {})}, ws, IDS)
+    plan = fd.build_fd(StubSetup(ws, IDS, FDSettings(**(settings or {})), **{**COMMON, **(common or {})}))
+    nodes, stop = plan.nodes, plan.stop_on
     nodes = [patch(n) for n in nodes]
     network = star_network(seed)
     sim = Simulator(network, seed=seed, executor=InlineExecutor(ws), devices=network.devices,
@@ -86,7 +89,7 @@ def test_fd_cannot_teach_unseen_labels_so_it_tracks_local_training_and_sends_few
 
 
 def test_each_client_s_teacher_leaves_its_own_logits_out():
-    server = fd.FDServer(SERVER, 2, server_settings_from(COMMON, 2), FDSettings())
+    server = fd.FDServer(SERVER, 2, RoundSettings(**COMMON), FDSettings(), min_clients=2)
     own_a = (np.array([[4.0, 0.0], [0.0, 0.0]]), np.array([2, 0]))
     own_b = (np.array([[2.0, 2.0], [0.0, 6.0]]), np.array([1, 3]))
     server.contributions = {"a": own_a, "b": own_b}

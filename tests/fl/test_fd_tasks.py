@@ -7,7 +7,8 @@ import torch
 from meshlearn.data import load_dataset
 from meshlearn.errors import UsageError
 from meshlearn.learn import TASK_HANDLERS, TrainTask, Workspace, initial_params
-from meshlearn.learn.fd_tasks import FDTrainTask, label_logits
+from meshlearn.learn.fd_tasks import label_logits
+from meshlearn.learn.tasks import FDTrainTask
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from meshlearn.experiment.build import SERVER, build_simulation
+from meshlearn.experiment.fl.build import build_simulation
+from meshlearn.fl.spec import SERVER
 from meshlearn.fl import messages as kinds
 from meshlearn.fl.client import FLClient
 from meshlearn.wire import Message
@@ -88,7 +89,7 @@ class WrongShapeClient(FLClient):
 def test_wrong_shape_update_is_rejected_logged_and_round_completes(small_cfg):
     s = build_simulation(small_cfg(fl__round_deadline_s=15.0))
     honest = s.plan.nodes[1]
-    evil = WrongShapeClient(honest.node_id, SERVER, honest.make_train_task)
+    evil = WrongShapeClient(honest.node_id, SERVER)
     s.sim._states[honest.node_id].node = evil
     s.sim.run()
     assert series(s, "updates_rejected") == [1.0, 1.0, 1.0]
@@ -98,7 +99,7 @@ def test_wrong_shape_update_is_rejected_logged_and_round_completes(small_cfg):
 
 def test_fedprox_runs_and_differs_from_fedavg(small_cfg):
     avg = run(small_cfg())
-    prox = run(small_cfg(fl__algorithm="fedprox", fl__prox_mu=1.0))
+    prox = run(small_cfg(fl__algorithm="fedprox", fedprox={"mu": 1.0}))
     assert series(prox, "accuracy")[-1] > 0.5
     assert series(prox, "accuracy") != series(avg, "accuracy")
 

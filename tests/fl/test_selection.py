@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from pydantic import ValidationError
+
 from meshlearn.errors import RegistryError, UsageError
 from meshlearn.fl.metrics import round_rows, time_to_accuracy
 from meshlearn.fl.selection import (
@@ -12,8 +14,11 @@ from meshlearn.fl.selection import (
     ClientFeedback,
     CostModel,
     FedCSSelector,
+    FedCSSettings,
     MABSelector,
+    MABSettings,
     OortSelector,
+    OortSettings,
     RandomSelector,
     _Arm,
     clean_telemetry,
@@ -38,9 +43,9 @@ def report(speed: float, n: int = 10) -> dict:
 
 def test_registry_has_the_four_builtins_and_rejects_unknown_names():
     assert {"random", "fedcs", "mab", "oort"} <= set(SELECTORS.names())
-    assert isinstance(make_selector("random"), RandomSelector)
+    assert isinstance(make_selector("random", deadline_s=1.0), RandomSelector)
     with pytest.raises(RegistryError, match="valid: .*fedcs"):
-        make_selector("nope")
+        make_selector("nope", deadline_s=1.0)
 
 
 @pytest.mark.parametrize("n, k, seed", [(6, 6, 0), (20, 7, 1), (200, 20, 2), (5, 9, 3)])
@@ -83,7 +88,7 @@ def test_greedy_sequential_accounts_for_the_shared_uplink():
 
 
 def test_fedcs_picks_the_fastest_reported_clients_within_the_deadline():
-    sel = FedCSSelector(deadline_s=5.0, cost=COST, request_fraction=1.0)
+    sel = FedCSSelector(FedCSSettings(request_fraction=1.0), deadline_s=5.0, cost=COST)
     speeds = [0.5, 2.0, 1.0, 4.0, 0.2, 3.0, 1.5, 0.8, 0.3, 0.1]  # round time = 3 / speed
     for name, speed in zip(NAMES, speeds):
         sel.telemetry(name, report(speed))
@@ -92,32 +97,34 @@ def test_fedcs_picks_the_fastest_reported_clients_within_the_deadline():
 
 
 def test_fedcs_ignores_unreported_clients_and_falls_back_to_random_without_reports():
-    sel = FedCSSelector(deadline_s=100.0, cost=COST, request_fraction=1.0)
+    sel = FedCSSelector(FedCSSettings(request_fraction=1.0), deadline_s=100.0, cost=COST)
     sel.telemetry("c4", report(1.0))
     sel.telemetry("c7", {"flops": "garbage"})
     assert sel.select(NAMES, 5, 0.0, rng()) == ["c4"]
-    assert FedCSSelector(deadline_s=1.0, cost=COST, request_fraction=1.0).select(NAMES, 3, 0.0, rng(5)) == \
+    assert FedCSSelector(FedCSSettings(request_fraction=1.0), deadline_s=1.0, cost=COST).select(NAMES, 3, 0.0, rng(5)) == \
         RandomSelector().select(NAMES, 3, 0.0, rng(5))
 
 
 def test_fedcs_request_fraction_asks_a_random_subset_each_round():
-    sel = FedCSSelector(deadline_s=100.0, cost=COST, request_fraction=0.3)
+    sel = FedCSSelector(FedCSSettings(request_fraction=0.3), deadline_s=100.0, cost=COST)
     for i, name in enumerate(NAMES):
         sel.telemetry(name, report(1.0 + i))
     gen = rng(1)
     rounds = [sel.select(NAMES, 2, 0.0, gen) for _ in range(20)]
     assert all(len(r) == 2 for r in rounds) and len({tuple(r) for r in rounds}) > 3
-    few = FedCSSelector(deadline_s=100.0, cost=COST, request_fraction=0.1)  # asks 1 of 10, but at least k
+    few = FedCSSelector(FedCSSettings(request_fraction=0.1), deadline_s=100.0, cost=COST)  # asks 1 of 10, but at least k
     few.reports = sel.reports
     assert len(few.select(NAMES, 4, 0.0, rng(2))) == 4
-    with pytest.raises(UsageError):
-        FedCSSelector(deadline_s=1.0, cost=COST, request_fraction=0.0)
+    with pytest.raises(ValidationError):
+        FedCSSettings(request_fraction=0.0)
+    with pytest.raises(UsageError, match="cost"):
+        FedCSSelector(deadline_s=1.0)
 
 
 # ----- MAB -------------------------------------------------------------------------------------
 
 def test_mab_tries_unobserved_clients_first_then_prefers_fast_ones():
-    sel = MABSelector(deadline_s=10.0, exploration=0.1, discount=1.0)
+    sel = MABSelector(MABSettings(exploration=0.1, discount=1.0), deadline_s=10.0)
     fast = {"c0", "c1", "c9"}
     first = sel.select(NAMES, 5, 0.0, rng())
     sel.feedback(1, {c: ClientFeedback(1.0 if c in fast else 8.0, 5) for c in first})
@@ -128,7 +135,7 @@ def test_mab_tries_unobserved_clients_first_then_prefers_fast_ones():
 
 
 def test_mab_estimate_is_a_lower_confidence_bound_and_misses_cost_miss_factor():
-    sel = MABSelector(deadline_s=10.0, exploration=0.5, discount=1.0, miss_factor=2.0)
+    sel = MABSelector(MABSettings(exploration=0.5, discount=1.0, miss_factor=2.0), deadline_s=10.0)
     sel.feedback(1, {"a": ClientFeedback(4.0), "b": ClientFeedback(None)})
     sel.feedback(2, {"a": ClientFeedback(6.0)})
     big_n = 3.0
@@ -138,7 +145,7 @@ def test_mab_estimate_is_a_lower_confidence_bound_and_misses_cost_miss_factor():
 
 
 def test_mab_discount_brings_back_a_client_left_out_for_long():
-    sel = MABSelector(deadline_s=10.0, exploration=0.5, discount=0.8)
+    sel = MABSelector(MABSettings(exploration=0.5, discount=0.8), deadline_s=10.0)
     sel.feedback(1, {"slow": ClientFeedback(6.0), "fast": ClientFeedback(2.0)})
     picks = []
     for r in range(2, 30):
@@ -150,28 +157,30 @@ def test_mab_discount_brings_back_a_client_left_out_for_long():
 
 
 def test_mab_drops_clients_estimated_past_the_deadline():
-    sel = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0)
+    sel = MABSelector(MABSettings(exploration=0.0, discount=1.0), deadline_s=10.0)
     sel.feedback(1, {"a": ClientFeedback(3.0), "b": ClientFeedback(None), "c": ClientFeedback(12.0)})
     assert sel.select(["a", "b", "c"], 3, 0.0, rng()) == ["a"]
 
 
 def test_mab_throughput_ranks_fitting_clients_by_samples_per_optimistic_second():
-    sel = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0)
+    sel = MABSelector(MABSettings(exploration=0.0, discount=1.0), deadline_s=10.0)
     sel.telemetry("big", {"num_samples": 40})
     sel.telemetry("small", {"num_samples": 5})
     sel.feedback(1, {"big": ClientFeedback(4.0, 40), "small": ClientFeedback(1.0, 5), "mid": ClientFeedback(2.0, 12),
                      "huge": ClientFeedback(12.0, 500)})
     # 40/4 = 10 > 12/2 = 6 > 5/1 = 5 samples per second; "huge" is past the deadline
     assert sel.select(["big", "huge", "mid", "small"], 2, 0.0, rng()) == ["big", "mid"]
-    fastest = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0, objective="time")
+    fastest = MABSelector(MABSettings(exploration=0.0, discount=1.0, objective="time"), deadline_s=10.0)
     fastest.feedback(1, {"big": ClientFeedback(4.0, 40), "small": ClientFeedback(1.0, 5), "mid": ClientFeedback(2.0, 12)})
     assert fastest.select(["big", "mid", "small"], 2, 0.0, rng()) == ["mid", "small"]
-    with pytest.raises(UsageError):
-        MABSelector(deadline_s=10.0, objective="loss")
+    with pytest.raises(ValidationError):
+        MABSettings(objective="loss")
+    with pytest.raises(UsageError, match="deadline"):
+        MABSelector(deadline_s=0.0)
 
 
 def test_mab_throughput_fills_with_observed_clients_after_the_unobserved():
-    sel = MABSelector(deadline_s=10.0, exploration=0.0, discount=1.0)
+    sel = MABSelector(MABSettings(exploration=0.0, discount=1.0), deadline_s=10.0)
     sel.feedback(1, {"a": ClientFeedback(2.0, 10), "b": ClientFeedback(2.0, 30)})
     assert sel.select(["a", "b", "new"], 2, 0.0, rng()) == ["b", "new"]
 
@@ -179,7 +188,7 @@ def test_mab_throughput_fills_with_observed_clients_after_the_unobserved():
 # ----- Oort ------------------------------------------------------------------------------------
 
 def oort(**kw) -> OortSelector:
-    return OortSelector(deadline_s=10.0, cost=COST, **kw)
+    return OortSelector(OortSettings(**kw), deadline_s=10.0, cost=COST)
 
 
 def test_oort_utility_is_batch_size_times_root_mean_squared_loss():

@@ -1,6 +1,5 @@
 """Selectors inside FLServer: the default is unchanged, telemetry and feedback flow, k per round, settings."""
 
-import dataclasses
 import subprocess
 import sys
 
@@ -9,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from meshlearn.errors import UsageError
-from meshlearn.experiment.build import build_simulation
+from meshlearn.experiment.fl.build import build_simulation
 from meshlearn.fl import messages as kinds
 from meshlearn.fl.client import FLClient
-from meshlearn.fl.selection import FedCSSelector, MABSelector, OortSelector, RandomSelector, Selector
-from meshlearn.fl.selection_settings import SelectionSettings, cost_model
+from meshlearn.fl.selection import (FedCSSelector, FedCSSettings, MABSelector, OortSelector, RandomSelector,
+                                    SelectionSettings, Selector, cost_model)
 from meshlearn.net.devices import DeviceProfile
 from meshlearn.wire import Message
 
@@ -43,7 +42,7 @@ def sim_with(cfg, selector=None, telemetry=True, **settings):
     if selector is not None:
         s.server.selector = selector
     if settings:
-        s.server.settings = dataclasses.replace(s.server.settings, **settings)
+        s.server.settings = s.server.settings.model_copy(update=settings)
     if telemetry:
         for i, c in enumerate(clients(s)):
             c.telemetry = {"flops": 1e8 * (i + 1), "up_bps": 1e6, "down_bps": 5e6, "num_samples": 10}
@@ -100,7 +99,8 @@ def test_each_selector_runs_a_simulation_deterministically(small_cfg, make):
 
 def test_fedcs_in_the_simulator_picks_the_fastest_reporters(small_cfg):
     s = sim_with(small_cfg(), clients_per_round=2)
-    s.server.selector = FedCSSelector(deadline_s=60.0, cost=cost_model(s.server.params, 1e4, 1), request_fraction=1.0)
+    s.server.selector = FedCSSelector(FedCSSettings(request_fraction=1.0), deadline_s=60.0,
+                                      cost=cost_model(s.server.params, 1e4, 1))
     selected = []
     original = s.server._select
     s.server._select = lambda ctx: selected.append(original(ctx)) or selected[-1]
@@ -121,7 +121,7 @@ def test_malformed_telemetry_and_loss_stats_are_tolerated(small_cfg):
     rec = Recorder()
     s = sim_with(small_cfg(), rec)
     honest = clients(s)[0]
-    odd = OddClient(honest.node_id, honest.server, honest.make_train_task, telemetry={"flops": "fast", "x": [1]})
+    odd = OddClient(honest.node_id, honest.server, telemetry={"flops": "fast", "x": [1]})
     s.sim._states[honest.node_id].node = odd
     s.sim.run()
     assert s.sim.sink.series("clients_completed") == [6.0, 6.0, 6.0]
@@ -161,7 +161,7 @@ def test_settings_build_each_selector_with_its_parameters():
     assert isinstance(SelectionSettings().make_selector(deadline_s=5.0), RandomSelector)
     fedcs = SelectionSettings(selector="fedcs", fedcs={"request_fraction": 0.4}).make_selector(deadline_s=5, cost=COST)
     assert isinstance(fedcs, FedCSSelector) and fedcs.request_fraction == 0.4 and fedcs.deadline_s == 5
-    mab = SelectionSettings(selector="mab", mab={"discount": 0.9}, miss_factor=3).make_selector(deadline_s=5)
+    mab = SelectionSettings(selector="mab", mab={"discount": 0.9, "miss_factor": 3}).make_selector(deadline_s=5)
     assert isinstance(mab, MABSelector) and mab.discount == 0.9 and mab.miss_factor == 3
     oort = SelectionSettings(selector="oort", oort={"alpha": 1.0}).make_selector(deadline_s=5, cost=COST)
     assert isinstance(oort, OortSelector) and oort.alpha == 1.0 and oort.epsilon_decay == 0.95
@@ -175,7 +175,11 @@ def test_settings_reject_unknown_keys_and_selectors():
     with pytest.raises(ValidationError, match="extra"):
         SelectionSettings(oort={"alfa": 2})
     with pytest.raises(ValidationError):
-        SelectionSettings(dynamics={"classes": [1.0, 0.0]})
+        SelectionSettings(dynamics={"enabled": True, "classes": [1.0, 0.0]})
+    with pytest.raises(ValidationError, match="enabled = false"):
+        SelectionSettings(dynamics={"period_s": 5.0})  # set but off: nothing would fluctuate
+    with pytest.raises(ValidationError, match="selection.mab"):
+        SelectionSettings(selector="oort", mab={"discount": 0.5})
     assert all(f.description for f in SelectionSettings.model_fields.values())
 
 
@@ -189,6 +193,6 @@ def test_dynamics_settings_build_a_process_only_when_enabled():
 
 
 def test_settings_module_does_not_import_torch():
-    code = "import sys, meshlearn.fl.selection_settings; print('torch' in sys.modules)"
+    code = "import sys, meshlearn.fl.selection; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

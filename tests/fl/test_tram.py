@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from meshlearn.testing import StubSetup
 from meshlearn.data import load_dataset, partition
 from meshlearn.errors import RegistryError
-from meshlearn.fl.decentral_settings import TramSettings
-from meshlearn.fl.tram import COUNTER_KEY, ROUTING, HopTrainTask, RouteQuery, build_tram, projected_variance
+from meshlearn.fl.tram import COUNTER_KEY, ROUTING, RouteQuery, TramSettings, build_tram, projected_variance
+from meshlearn.learn.tasks import HopTrainTask
 from meshlearn.learn import Workspace, initial_params
 from meshlearn.net import Crash, LinkSpec, Network, draw_profiles
 from meshlearn.executors import InlineExecutor
@@ -90,7 +91,8 @@ def test_hop_task_trains_k_minibatches_and_counts_their_labels(digits_ws):
 
 
 def simulate(ws, ids, settings, seed=0, faults=(), resume=None):
-    nodes, stop_on = build_tram(settings, SimpleNamespace(seed=seed), ws, ids, resume=resume)
+    plan = build_tram(StubSetup(ws, ids, settings, seed=seed, resume=resume))
+    nodes, stop_on = plan.nodes, plan.stop_on
     devices = dict(zip(ids, draw_profiles("uniform", len(ids), np.random.default_rng(seed))))
     net = Network(None, LinkSpec(latency_s=0.01), devices, np.random.SeedSequence(seed))
     saved = {}

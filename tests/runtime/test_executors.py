@@ -151,11 +151,10 @@ def test_registry_names_and_errors(ws):
 
 
 def test_vectorized_fedavg_simulation_matches_inline():
-    from meshlearn.experiment.build import build_simulation
-    from meshlearn.experiment.schema import ExperimentConfig
+    from meshlearn.experiment.fl.build import build_simulation
+    from meshlearn.experiment.fl.schema import fl_config
 
-    cfg = ExperimentConfig.model_validate({"name": "vec", "data": {"clients": 8},
-                                           "fl": {"rounds": 3, "epochs": 1, "algorithm": "fedprox"}})
+    cfg = fl_config({"name": "vec", "data": {"clients": 8}, "fl": {"rounds": 3, "epochs": 1, "algorithm": "fedprox"}})
 
     def run(name):
         sim = build_simulation(cfg)

@@ -26,15 +26,14 @@ def test_missing_ray_gives_the_install_hint(monkeypatch):
 @pytest.mark.timeout(240)
 def test_ray_fedavg_simulation_matches_inline(monkeypatch):
     ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "meshlearn[ray]")')
-    from meshlearn.experiment.build import build_simulation
-    from meshlearn.experiment.schema import ExperimentConfig
+    from meshlearn.experiment.fl.build import build_simulation
+    from meshlearn.experiment.fl.schema import fl_config
     from meshlearn.learn import EvalTask, initial_params
     from meshlearn.errors import ProtocolError
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     threads = torch.get_num_threads()
-    cfg = ExperimentConfig.model_validate({"name": "ray", "data": {"clients": 6},
-                                           "fl": {"rounds": 2, "epochs": 1}})
+    cfg = fl_config({"name": "ray", "data": {"clients": 6}, "fl": {"rounds": 2, "epochs": 1}})
 
     def run(executor_name, **options):
         sim = build_simulation(cfg)  # sets torch to runtime.torch_threads (1) threads, like the actors

@@ -4,26 +4,31 @@
 import numpy as np
 import pytest
 
-from meshlearn.errors import UsageError
+from meshlearn.config import validate_config
+from meshlearn.errors import ConfigError, UsageError
 from meshlearn.models import build_model
 from meshlearn.net import NoLoss
 from meshlearn.split import over_loss_model, transmit
 from meshlearn.split.model import split_model, split_points
-from meshlearn.split import nasc
+from meshlearn.split import nasc, nasc_estimator
 from meshlearn.split.nasc import (
     Candidate,
-    FinetuneEstimator,
     NascSettings,
     candidate_costs,
     channel_spec,
     drop_bound,
     feasible,
     search,
-    stratified_folds,
     wire_bytes,
 )
+from meshlearn.split.nasc_estimator import FinetuneEstimator, stratified_folds
 
 SHAPE = (1, 8, 8)
+
+
+def settings(**kw) -> NascSettings:
+    """NascSettings for the unit tests: one validation split and point estimates unless a test says otherwise."""
+    return NascSettings(**{"folds": 1, "confidence": 0.5, "max_drop": 1.0, **kw})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,7 +72,7 @@ def _nasc_like(cand: Candidate) -> float:
 @pytest.mark.parametrize("quant", ["fp32", "fp16", "uniform"])
 @pytest.mark.parametrize("numel", [1, 64, 2048, 5000])
 def test_wire_bytes_equal_the_channel(quant, numel):
-    spec = channel_spec(NascSettings(), quant)
+    spec = channel_spec(settings(), quant)
     x = np.random.default_rng(0).standard_normal(numel).astype(np.float32)
     deliver = over_loss_model(NoLoss(), np.random.default_rng(0), bandwidth_bps=1e6, latency_s=0.01,
                               header_bytes=spec.header_bytes)
@@ -77,7 +82,7 @@ def test_wire_bytes_equal_the_channel(quant, numel):
 
 
 def test_latency_model_adds_up_its_parts(model, points):
-    s = NascSettings(device_flops=3e8, server_flops=5e10, link_bps=2e6, latency_s=0.005)
+    s = settings(device_flops=3e8, server_flops=5e10, link_bps=2e6, latency_s=0.005)
     costs = candidate_costs(points, s)
     assert len({c.candidate for c in costs}) == len(costs)
     for c in costs:
@@ -93,7 +98,7 @@ def test_latency_model_adds_up_its_parts(model, points):
             sm = split_model(model, c.candidate.cut, SHAPE, bottleneck=c.candidate.bottleneck)
             assert (sm.head_flops, sm.tail_flops, sm.cut_shape) == (c.head_flops, c.tail_flops, c.cut_shape)
     # widths not below the cut's channels are skipped: relu_fc has 64 features, pool2 32 channels
-    ks = {c.candidate.bottleneck for c in candidate_costs(points, NascSettings(bottlenecks=(None, 32, 48)))
+    ks = {c.candidate.bottleneck for c in candidate_costs(points, settings(bottlenecks=(None, 32, 48)))
           if c.candidate.cut == "pool2"}
     assert ks == {None}
 
@@ -105,7 +110,7 @@ def test_feasible_is_in_points():
 
 @pytest.mark.parametrize("strategy", ["exhaustive", "latency_ordered"])
 def test_infeasible_candidates_are_never_chosen(points, strategy):
-    s = NascSettings(strategy=strategy, max_drop=0.3)
+    s = settings(strategy=strategy, max_drop=0.3)
     est = Stub(_nasc_like)
     r = search(s, seed=0, estimator=est, points=points)
     chosen = r["chosen"]
@@ -128,7 +133,7 @@ def test_cheap_search_matches_exhaustive_with_fewer_evaluations(points):
     results = {}
     for strategy in ("exhaustive", "latency_ordered"):
         est = Stub(_nasc_like)
-        results[strategy] = search(NascSettings(strategy=strategy, max_drop=1.0), seed=0, estimator=est,
+        results[strategy] = search(settings(strategy=strategy, max_drop=1.0), seed=0, estimator=est,
                                    points=points)
     ex, lo = results["exhaustive"], results["latency_ordered"]
     assert ex["chosen"]["candidate"] == lo["chosen"]["candidate"]
@@ -141,7 +146,7 @@ def test_cheap_search_matches_exhaustive_with_fewer_evaluations(points):
 
 
 def test_baseline_is_the_fastest_fixed_split(points):
-    s = NascSettings(link_bps=1e6)
+    s = settings(link_bps=1e6)
     r = search(s, seed=0, estimator=Stub(_nasc_like), points=points)
     fixed = [c for c in candidate_costs(points, s) if c.candidate.bottleneck is None and c.candidate.quant == "fp32"]
     assert r["baseline"]["latency_s"] == min(c.latency_s for c in fixed)
@@ -154,29 +159,31 @@ def test_baseline_is_the_fastest_fixed_split(points):
     {"confidence": 0.4}, {"confidence": 1.0},
 ])
 def test_bad_settings_raise(bad):
-    with pytest.raises(UsageError, match="invalid NascSettings"):
-        NascSettings(**bad)
+    with pytest.raises(ValueError):
+        settings(**bad)
+    with pytest.raises(ConfigError, match=f"^{next(iter(bad))}(\\[\\d+\\])?: "):
+        validate_config(NascSettings, bad)
 
 
 def test_old_int8_quant_fails_in_one_line_naming_uniform():
-    with pytest.raises(UsageError) as err:
-        NascSettings(quants=("fp16", "int8"))
-    assert str(err.value) == "invalid NascSettings: quants: 'int8' was renamed: use 'uniform' (8-bit min-max)"
+    with pytest.raises(ConfigError) as err:
+        validate_config(NascSettings, {"quants": ["fp16", "int8"]})
+    assert str(err.value) == "quants: 'int8' was renamed: use 'uniform' (8-bit min-max)"
 
 
 def test_bad_space_raises(points):
     with pytest.raises(UsageError, match="unknown cut"):
-        candidate_costs(points, NascSettings(cuts=("nope",)))
+        candidate_costs(points, settings(cuts=("nope",)))
     with pytest.raises(UsageError, match="no fixed split"):
-        search(NascSettings(bottlenecks=(4,)), seed=0, estimator=Stub(_nasc_like), points=points)
+        search(settings(bottlenecks=(4,)), seed=0, estimator=Stub(_nasc_like), points=points)
     with pytest.raises(UsageError, match="points="):
-        search(NascSettings(), seed=0, estimator=Stub(_nasc_like))
+        search(settings(), seed=0, estimator=Stub(_nasc_like))
 
 
 def test_small_real_search_on_digits():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    s = NascSettings(cuts=("pool3", "relu_fc"), bottlenecks=(None, 8), quants=("fp32", "uniform"), epochs=3,
+    s = settings(cuts=("pool3", "relu_fc"), bottlenecks=(None, 8), quants=("fp32", "uniform"), epochs=3,
                      finetune_epochs=1, max_drop=100.0, strategy="exhaustive")
     events = []
     est = FinetuneEstimator(s, seed=0)
@@ -243,11 +250,11 @@ def test_margin_rejects_a_candidate_whose_drop_bound_exceeds_max_drop(points):
         return table[c.bottleneck] if c.cut == "relu1" and c.bottleneck and c.quant == "uniform" else _flip(50, 0)
 
     s = dict(cuts=("relu1", "relu_fc"), bottlenecks=(None, 1, 2), quants=("fp32", "uniform"), max_drop=1.0)
-    loose = search(NascSettings(**s, confidence=0.5), seed=0, estimator=PairedStub(fn), points=points)
+    loose = search(settings(**s, confidence=0.5), seed=0, estimator=PairedStub(fn), points=points)
     assert loose["chosen"]["candidate"] == "relu1/k1/uniform"  # the point estimate accepts the fastest
     assert loose["chosen"]["drop_pts"] == pytest.approx(0.4) == loose["chosen"]["drop_bound_pts"]
     events = []
-    safe = search(NascSettings(**s, confidence=0.95), seed=0, estimator=PairedStub(fn), points=points,
+    safe = search(settings(**s, confidence=0.95), seed=0, estimator=PairedStub(fn), points=points,
                   progress=events.append)
     assert [e["candidate"] for e in events[:2]] == ["relu1/k1/uniform", "relu1/k2/uniform"]
     assert events[0]["drop_bound_pts"] == pytest.approx(1.14, abs=0.01) and not events[0]["feasible"]
@@ -256,13 +263,13 @@ def test_margin_rejects_a_candidate_whose_drop_bound_exceeds_max_drop(points):
     assert chosen["drop_bound_pts"] == pytest.approx(0.73, abs=0.01)
     assert safe["baseline"]["drop_bound_pts"] == 0.0 and safe["confidence"] == 0.95
     # every candidate faster than the chosen one was estimated and rejected
-    faster = {c.candidate for c in candidate_costs(points, NascSettings(**s)) if c.latency_s < chosen["latency_s"]}
+    faster = {c.candidate for c in candidate_costs(points, settings(**s)) if c.latency_s < chosen["latency_s"]}
     assert faster == {Candidate("relu1", 1, "uniform")}
 
 
 def test_confidence_needs_per_sample_correctness(points):
     with pytest.raises(UsageError, match="per-sample correctness"):
-        search(NascSettings(confidence=0.9), seed=0, estimator=Stub(_nasc_like), points=points)
+        search(settings(confidence=0.9), seed=0, estimator=Stub(_nasc_like), points=points)
 
 
 # ---------------------------------------------------------------- cross-validated estimator
@@ -286,14 +293,14 @@ def test_stratified_folds_partition_every_class():
 def test_cross_validation_predicts_each_training_sample_once_out_of_fold(monkeypatch):
     torch = pytest.importorskip("torch")
     fits = []
-    real_fit = nasc.fit_classifier
+    real_fit = nasc_estimator.fit_classifier
 
     def recording_fit(model, x, y, **kw):
         fits.append((model, x, y))
         return real_fit(model, x, y, **kw)
 
-    monkeypatch.setattr(nasc, "fit_classifier", recording_fit)
-    est = FinetuneEstimator(NascSettings(folds=3, epochs=1, finetune_epochs=1), seed=0)
+    monkeypatch.setattr(nasc_estimator, "fit_classifier", recording_fit)
+    est = FinetuneEstimator(settings(folds=3, epochs=1, finetune_epochs=1), seed=0)
     n = len(est.y)
     # every training sample is held out by exactly one fold, and no fold trains on what it holds out
     assert np.array_equal(np.sort(est.eval_idx), np.arange(n))
@@ -328,7 +335,7 @@ def test_cross_validation_predicts_each_training_sample_once_out_of_fold(monkeyp
     assert torch.equal(fits[6][1], est.x) and torch.equal(fits[7][1], est.x)
 
     # a search through the shared estimator trains nothing more for the same (cut, k)
-    s = NascSettings(folds=3, cuts=("relu_fc",), bottlenecks=(None, 8), quants=("fp32", "uniform"), max_drop=100.0,
+    s = settings(folds=3, cuts=("relu_fc",), bottlenecks=(None, 8), quants=("fp32", "uniform"), max_drop=100.0,
                      confidence=0.9)
     r = search(s, seed=0, estimator=est)
     assert r["chosen"]["candidate"] == "relu_fc/k8/uniform" and r["trained"] == 1 and est.trainings == 4

@@ -8,6 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from meshlearn.config import validate_config
+from meshlearn.errors import ConfigError
+
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.net.devices import DeviceProfile
 from meshlearn.net.link import Link, LinkSpec
@@ -232,15 +235,17 @@ def test_end_to_end_latency_adds_the_three_parts():
     ({"elements_per_packet": 2000, "quant": "fp16"}, "do not fit"), ({"reach_rate": 0}, "reach_rate"),
     ({"rescale_p": 1.0}, "rescale_p"), ({"compress": "gzip"}, "compress"), ({"colour": 1}, "colour"),
 ])
-def test_bad_specs_raise_usage_errors(kwargs, match):
-    with pytest.raises(UsageError, match=match):
+def test_bad_specs_are_config_errors_naming_the_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):  # pydantic's ValidationError, in Python
         ChannelSpec(**kwargs)
+    with pytest.raises(ConfigError, match=match):  # one `key: reason` line, from a config
+        validate_config(ChannelSpec, kwargs)
 
 
 def test_old_int8_spelling_fails_in_one_line_naming_uniform():
-    with pytest.raises(UsageError) as err:
-        ChannelSpec(quant="int8")
-    assert str(err.value) == "invalid ChannelSpec: quant: 'int8' was renamed: use quant='uniform' (bits=8 is the default)"
+    with pytest.raises(ConfigError) as err:
+        validate_config(ChannelSpec, {"quant": "int8"})
+    assert str(err.value) == "quant: 'int8' was renamed: use quant='uniform' (bits=8 is the default)"
     assert ChannelSpec(quant="uniform").element_bits == 8
 
 

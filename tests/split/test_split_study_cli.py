@@ -12,12 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from meshlearn.cli import main  # noqa: E402
-from meshlearn.cli.split import load_split_model  # noqa: E402
+from meshlearn.split.modelfile import load_split_model  # noqa: E402
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
+def cli(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("MESHLEARN_RUNS", str(tmp_path / "runs"))  # the shortcuts store their runs
     threads = torch.get_num_threads()
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -82,17 +83,18 @@ def test_curves_feed_the_bandit(models, tmp_path, cli):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["split", "curve", "--model", "x.safetensors", "--rates", "0,2"], "--rates must be"),
+    (["split", "curve", "--model", "x.safetensors", "--rates", "0,2"], "curve.rates: rates must be"),
     (["split", "curve", "--model", "x.safetensors", "--rates", "a,b"], "comma-separated numbers"),
     (["split", "bandit", "--curves", "missing.json"], "split curve --out"),
     (["split", "bandit", "--rates", "5"], "unknown PHY rates"),
     (["split", "bandit", "--variants", "nope"], "have no curve"),
     (["split", "bandit", "--feedback", "all"], "feedback"),
-    (["split", "tune", "--model", "x.safetensors", "--out", "t.safetensors", "--p", "1"], "--p must be"),
+    (["split", "tune", "--model", "x.safetensors", "--out", "t.safetensors", "--p", "1"], "tune.p: "),
     (["split", "search", "--bottlenecks", "none,x"], "widths or 'none'"),
     (["split", "search", "--strategy", "random"], "strategy"),
     (["split", "search", "--out", "no/such/dir/r.json"], "does not exist"),
     (["split", "search", "--quants", "fp32,int8"], "quants: 'int8' was renamed: use 'uniform'"),
+    (["split", "curve", "--model", "missing.safetensors"], "no such file"),
     (["split", "curve", "--model", "x.safetensors", "--quant", "int8"], "quant: 'int8' was renamed: use quant='uniform'"),
     (["split", "curve", "--model", "x.safetensors", "--quant", "int4"], "quant: 'int4' is not a valid choice"),
 ])
@@ -100,6 +102,7 @@ def test_bad_input_is_one_clear_line(cli, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(*args)
     assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()  # found before any run directory was made
 
 
 def test_bad_curves_file_names_the_format(cli, tmp_path):

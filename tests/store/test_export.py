@@ -31,7 +31,7 @@ def test_export_csv_round_table(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["round", "acc", "loss"]
     assert rows == [
-        {"round": "0", "acc": "0.5", "loss": "1.0"},
+        {"round": "0", "acc": "0.5", "loss": "1"},  # whole numbers without a trailing .0
         {"round": "1", "acc": "", "loss": "0.7"},
         {"round": "2", "acc": "", "loss": ""},
     ]
@@ -43,7 +43,7 @@ def test_export_csv_selected_keys_custom_path_from_other_process_view(tmp_path: 
     reopened = RunStore(tmp_path / "runs").open_run("latest")
     out = export_csv(reopened, tmp_path / "out.csv", keys=["loss"])
     with open(out, newline="") as fh:
-        assert list(csv.reader(fh)) == [["round", "loss"], ["0", "1.0"], ["1", "0.7"], ["2", ""]]
+        assert list(csv.reader(fh)) == [["round", "loss"], ["0", "1"], ["1", "0.7"], ["2", ""]]
 
 
 def test_export_json(tmp_path: Path) -> None:

@@ -1,47 +1,117 @@
-"""The `meshlearn` command line: one typer app, one module per command group.
+"""The `meshlearn` command line: one typer app, one module per command group, thin over the experiment API.
 
-    meshlearn run CONFIG|PRESET [--set a.b=1] [--resume RUN]   simulate an experiment into the run store
+    meshlearn run CONFIG|PRESET [--set a.b=1] [--resume RUN]   run an experiment of any kind into the run store
     meshlearn demo                                             the quickstart, nothing to configure
-    meshlearn config show [PRESET]                             every key, its default and its meaning
-    meshlearn runs list | show RUN | export RUN                look at stored runs
+    meshlearn config show [PRESET] [--kind K]                  every key, its default and its meaning
+    meshlearn runs list | show | export | compare | rm         look at (and tidy) stored runs
     meshlearn data show CONFIG|PRESET [--set a.b=1]            how the training set is split over clients
-    meshlearn serve CONFIG / meshlearn join CONFIG             real FL server / client processes over TCP
-    meshlearn overlay up --listen H:P-P --cluster H:P-P         real SWIM members over UDP
+    meshlearn serve / join / peer CONFIG                       real FL processes over TCP
+    meshlearn overlay sim | up,  meshlearn split ...           shortcuts for overlay and split experiments
 
 Errors from meshlearn print one clear line and exit 2 (bad config or usage) or 1 (anything
-else), never a traceback.
+else), never a traceback. Rule: command modules import only typer and rich at module level; the
+learning stack (numpy, torch) is imported inside the commands that need it, so `meshlearn --help`
+and `meshlearn runs list` start in well under a second.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Optional
 
+import click
 import typer
-from rich.console import Console
 
 from meshlearn.errors import MeshlearnError, UsageError
 
 app = typer.Typer(
     name="meshlearn",
-    help="Federated and decentralized learning over unreliable networks, simulated or on real machines.",
+    help="Federated and decentralized learning, split computing and overlays over unreliable networks, "
+         "simulated or on real machines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: ./runs]" must not be read as markup
 )
-err_console = Console(stderr=True)
 
-from meshlearn.cli import data, deploy, overlay, run, runs, split, split_study  # noqa: E402  (commands register)
 
-__all__ = ["app", "main"]
+def _version(show: bool) -> None:
+    if show:
+        from meshlearn import __version__
+
+        typer.echo(f"meshlearn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")) -> None:
+    """Federated and decentralized learning, split computing and overlays over unreliable networks."""
+
+
+from meshlearn.cli import data, deploy, overlay, run, runs  # noqa: E402,F401  (commands register)
+
+__all__ = ["app", "main", "command"]
+
+# Command groups whose modules import heavy packages (their option defaults come from the settings
+# models): loaded only when one of their commands runs. name -> (module, typer app attribute, help).
+LAZY_GROUPS = {"split": ("meshlearn.cli.split", "split_app", "Split computing: train, COMtune and search split "
+                         "models; serve the tail and run the head over UDP; MWJC link/model bandit.")}
+
+
+class _LazyGroup(click.Group):
+    """A click group standing in for a typer app that is imported on first use."""
+
+    def __init__(self, name: str, module: str, attr: str, help: str):
+        super().__init__(name=name, help=help, no_args_is_help=True)
+        self._where, self._group = (module, attr), None
+
+    def _load(self) -> click.Group:
+        if self._group is None:
+            module, attr = self._where
+            self._group = typer.main.get_command(getattr(importlib.import_module(module), attr))
+        return self._group
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._load().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str):
+        return self._load().get_command(ctx, name)
+
+
+def command() -> click.Group:
+    """The whole `meshlearn` command as a click group (lazy groups included)."""
+    group = typer.main.get_command(app)
+    for name, (module, attr, text) in LAZY_GROUPS.items():
+        group.add_command(_LazyGroup(name, module, attr, text), name)
+    return group
+
+
+def _error(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True, markup=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `meshlearn` script."""
     try:
-        app(args=argv, standalone_mode=True)
+        command().main(args=argv, prog_name="meshlearn", standalone_mode=True)
+    except click.exceptions.Exit as stop:  # --help, --version
+        sys.exit(stop.exit_code)
+    except click.exceptions.ClickException as problem:  # e.g. a lazy group called without a command
+        problem.show()
+        sys.exit(problem.exit_code)
     except UsageError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _error(_escape(str(err)))
         sys.exit(2)
     except MeshlearnError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _error(_escape(str(err)))
         sys.exit(1)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

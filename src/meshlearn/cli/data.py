@@ -13,12 +13,13 @@ import math
 import typer
 from rich.console import Console
 
+from meshlearn.errors import ConfigError
+
 from meshlearn.cli import app
-from meshlearn.cli.run import check_data_path, load_experiment
 
 console = Console()
 data_app = typer.Typer(help="Inspect the data an experiment trains on and how it is split over clients.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
@@ -35,9 +36,16 @@ def show_cmd(
     Try e.g. --set data.partition=shards --set data.classes_per_client=2, or --set data.alpha=0.1.
     """
     from meshlearn.data import partition_summary, summary_stats
-    from meshlearn.experiment.build import build_workspace
+    from meshlearn.experiment import load_experiment
+    from meshlearn.experiment.fl.build import build_workspace
+    from meshlearn.experiment.fl.kind import check_data_path
+    from meshlearn.experiment.fl.schema import FLExperiment
 
-    cfg = check_data_path(load_experiment(config, set_))  # faults do not matter here
+    cfg = load_experiment(config, set_)
+    if not isinstance(cfg, FLExperiment):
+        raise ConfigError("config", f"{config} is a {getattr(cfg, 'kind', '?')} experiment: only FL experiments "
+                          "split data over clients")
+    check_data_path(cfg)  # faults and algorithm settings do not matter here
     ws = build_workspace(cfg)
     d, train = cfg.data, ws.train
     labels, parts = train.y, list(ws.parts.values())

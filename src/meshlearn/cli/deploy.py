@@ -21,9 +21,8 @@ from typing import Optional
 import typer
 
 from meshlearn.cli import app
-from meshlearn.cli.run import check_data_path, load_experiment
+from meshlearn.cli.console import RUNS_DIR_HELP
 from meshlearn.errors import ConfigError, MeshlearnError, UsageError
-from meshlearn.store import RunStore
 
 SECRET_FILE = typer.Option(None, "--secret-file", help="File holding the cluster secret [default: $MESHLEARN_SECRET].")
 INSECURE = typer.Option(False, "--insecure", help="Run without a cluster secret (local experiments only).")
@@ -60,7 +59,7 @@ def tls_files(cert, key, ca):
             raise UsageError(f"{option} {path}: no such file; pass the path of a PEM file")
     if not all(given):
         return None
-    from meshlearn.experiment.deploy import TLSFiles  # imports torch: only when TLS is used
+    from meshlearn.experiment.fl.deploy import TLSFiles
 
     return TLSFiles(str(cert), str(key), str(ca))
 
@@ -119,7 +118,7 @@ def _bind_error(listen: str, err: OSError, run_id: str | None = None) -> str:
 
 def check_client_id(cfg, client_id: str) -> None:
     """--client-id must be one of the config's clients (checked again, after loading data, by join_runtime)."""
-    from meshlearn.experiment.build import client_ids
+    from meshlearn.experiment.fl.build import client_ids
 
     ids = client_ids(cfg.data.clients)
     if client_id not in ids:
@@ -131,13 +130,39 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _console_log() -> None:
+    """Warnings (rejected frames, peer errors) to stderr; the run's full log goes to its run.log."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def _load(config: str, set_: list[str], role: str):
+    """The experiment config, checked as a run would check it, for a process hosting ``role``."""
+    from meshlearn.experiment import load_experiment
+    from meshlearn.experiment.fl.deploy import check_role
+    from meshlearn.experiment.fl.kind import check
+
+    from meshlearn.experiment.fl.schema import FLExperiment
+
+    cfg = load_experiment(config, set_)
+    if not isinstance(cfg, FLExperiment):
+        raise ConfigError("kind", f"serve / join / peer run federated-learning experiments; {config} is a "
+                          f"{getattr(cfg, 'kind', '?')} experiment (run it with `meshlearn run`)")
+    check_role(cfg, role)
+    check(cfg.model_copy(update={"faults": type(cfg.faults)()}))  # [faults] are simulation-only
+    return cfg
+
+
 @app.command("serve")
 def serve_cmd(
     config: Optional[str] = typer.Argument(None, help="TOML file or preset name; data.clients is how many joins to wait for."),
     listen: str = typer.Option("127.0.0.1:7070", "--listen", help="HOST:PORT to accept clients on."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set fl.rounds=5."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stored run at its last completed round."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS or ./runs]."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stored run at its last completed round "
+                                         "(--set may raise fl.rounds or change deadlines)."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
     secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
     tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
     timeout: Optional[float] = TIMEOUT,
@@ -145,6 +170,7 @@ def serve_cmd(
     """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints.
 
     Needs the cluster secret in $MESHLEARN_SECRET or --secret-file (or --insecure on a trusted machine).
+    Gives up (exit 1) when no client joins within fl.join_timeout_s.
     """
     if (config is None) == (resume is None):
         raise ConfigError("", "give a CONFIG (TOML file or preset, e.g. `meshlearn serve quickstart`) "
@@ -152,13 +178,19 @@ def serve_cmd(
     addr = address("--listen", listen, listening=True)
     check_can_listen(listen, addr)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
-    cfg = check_data_path(load_experiment(config, set_)) if config else None  # [faults] are simulation-only
+    cfg = _load(config, set_, "server") if config else None
 
-    from meshlearn.experiment.deploy import serve_runtime
-    from meshlearn.experiment.run import RoundSink, prepare_run
+    from meshlearn.experiment.fl.deploy import serve_runtime
+    from meshlearn.experiment.fl.kind import RoundSink
+    from meshlearn.experiment.lifecycle import create_run, kind_of_config, open_run_for_resume, running
+    from meshlearn.store import RunStore
 
-    run, cfg, state, t0 = prepare_run(RunStore(runs_dir), cfg, resume)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    store = RunStore(runs_dir)
+    if cfg is None:
+        run, cfg, (state, t0) = open_run_for_resume(store, resume, set_)
+    else:
+        run, state, t0 = None, None, 0.0
+    _console_log()
 
     def on_checkpoint(node, rnd, tensors, meta):
         run.save_checkpoint(rnd, tensors, meta)
@@ -168,25 +200,42 @@ def serve_cmd(
         _say(f"round {rnd}: accuracy {m['accuracy']:.4f}, clients {m['clients_completed']:.0f}/"
              f"{m['clients_selected']:.0f}, up {m['bytes_up']:,.0f} B, down {m['bytes_down']:,.0f} B")
 
-    runtime, server = serve_runtime(cfg, listen=addr, secret=secret, tls=tls, sink=RoundSink(run, on_round),
-                                    on_checkpoint=on_checkpoint, resume=state, start_time=t0)
-    run.set_status("running", mode="serve", listen=listen)
+    sink = _LateSink()
+    runtime, server = serve_runtime(cfg, listen=addr, secret=secret, tls=tls, sink=sink, on_checkpoint=on_checkpoint,
+                                    resume=state, start_time=t0)
+    if run is None:
+        run = create_run(store, cfg, kind_of_config(cfg), mode="serve", listen=listen)
+    sink.target = RoundSink(run, on_round, time_key="wall_time")
     _say(f"serving run {run.id} on {listen}, starting at round {server.completed_round + 1}, "
          f"waiting for {cfg.data.clients} clients")
+    with running(run):
+        finished = _serve(runtime, run, listen, timeout)
+    run.metrics.flush()
+    done = server.completed_round >= cfg.fl.rounds
+    run.set_status("completed" if done else "stopped", completed_round=server.completed_round,
+                   **({"error": server.gave_up} if server.gave_up else {}))
+    _say(f"run {run.id}: {'completed' if done else 'stopped'} after round {server.completed_round}"
+         + (f" ({server.gave_up}; is `meshlearn join` pointed at {listen}?)" if server.gave_up else ""))
+    sys.exit(0 if finished and done else 1)
+
+
+class _LateSink:
+    """Forwards metrics to a sink set once the run directory exists (after everything was built)."""
+
+    target = None
+
+    def log(self, *args, **kwargs) -> None:
+        self.target.log(*args, **kwargs)
+
+
+def _serve(runtime, run, listen: str, timeout: Optional[float]) -> bool:
     try:
-        finished = runtime.run_forever(timeout)
+        return runtime.run_forever(timeout)
     except OSError as err:  # the port was taken after check_can_listen: asyncio binds inside run_forever
-        run.metrics.flush()
-        run.set_status("failed", error=str(err))
         if err.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise UsageError(_bind_error(listen, err, run.id)) from None
         raise MeshlearnError(f"server on {listen} failed: {err}; run {run.id} is marked failed, "
                              f"resume it with `meshlearn serve --resume {run.id}`") from None
-    run.metrics.flush()
-    done = server.completed_round >= cfg.fl.rounds
-    run.set_status("completed" if done else "stopped", completed_round=server.completed_round)
-    _say(f"run {run.id}: {'completed' if done else 'stopped'} after round {server.completed_round}")
-    sys.exit(0 if finished and done else 1)
 
 
 @app.command("join")
@@ -203,13 +252,13 @@ def join_cmd(
 ) -> None:
     """Run one FL client: connect to the server, train when asked, exit when the run is over."""
     addr = address("--server", server)
-    cfg = check_data_path(load_experiment(config, set_))
+    cfg = _load(config, set_, "client")
     check_client_id(cfg, client_id)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
 
-    from meshlearn.experiment.deploy import join_runtime
+    from meshlearn.experiment.fl.deploy import join_runtime
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    _console_log()
     runtime, client = join_runtime(cfg, client_id, server=addr, secret=secret, tls=tls, local_data=local_data,
                                    rejoin_s=rejoin_s)
     _say(f"{client_id} joining {server}")
@@ -220,7 +269,7 @@ def join_cmd(
 
 @app.command("peer")
 def peer_cmd(
-    config: str = typer.Argument(..., help="The same TOML file or preset on every peer (fl.algorithm = cmfd | gossip)."),
+    config: str = typer.Argument(..., help="The same TOML file or preset on every peer (a peer-to-peer algorithm)."),
     peer_id: str = typer.Option(..., "--id", help="This peer's id, e.g. client-03 (selects its data shard)."),
     listen: str = typer.Option(..., "--listen", help="HOST:PORT this peer accepts its neighbours on."),
     peer: list[str] = typer.Option([], "--peer", help="A neighbour's address, ID=HOST:PORT (repeatable)."),
@@ -231,12 +280,13 @@ def peer_cmd(
                                             "[default: $MESHLEARN_RUNS or ./runs]."),
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
-    """Run one decentralized peer (CMFD or gossip) over TCP with its topology neighbours.
+    """Run one peer of a peer-to-peer algorithm over TCP with its topology neighbours.
 
     Each peer stores its own run (named CONFIG-NAME-PEER-ID) with its per-epoch accuracy."""
-    from meshlearn.config import to_toml
-    from meshlearn.experiment.deploy import parse_address, peer_runtime
-    from meshlearn.experiment.run import RoundSink, run_info
+    from meshlearn.experiment.fl.deploy import EpochPrinter, parse_address, peer_runtime
+    from meshlearn.experiment.fl.kind import RoundSink
+    from meshlearn.experiment.lifecycle import create_run, kind_of_config, running
+    from meshlearn.store import RunStore
 
     addresses = {}
     for item in peer:
@@ -244,19 +294,28 @@ def peer_cmd(
         if not sep or not pid:
             raise UsageError(f"--peer {item!r} must look like ID=HOST:PORT, e.g. client-01=127.0.0.1:7101")
         addresses[pid] = parse_address(addr)
-    cfg = load_experiment(config, set_)
+    cfg = _load(config, set_, "peer")
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    run = RunStore(runs_dir).create_run(f"{cfg.name}-{peer_id}", to_toml(cfg),
-                                        {**run_info(cfg), "mode": "peer", "peer": peer_id})
-    sink = RoundSink(run, lambda epoch, m: _say(f"epoch {epoch}: accuracy {m.get('accuracy', float('nan')):.4f}"))
+    _console_log()
+    printer, sink = EpochPrinter(_say), _LateSink()
     runtime, node = peer_runtime(cfg, peer_id, listen=parse_address(listen), addresses=addresses, secret=secret,
                                  tls=tls, say=_say, sink=sink)
+    named = cfg.model_copy(update={"name": f"{cfg.name}-{peer_id}"})
+    run = create_run(RunStore(runs_dir), named, kind_of_config(cfg), mode="peer", peer=peer_id)
+    sink.target = _Tee(RoundSink(run, None, time_key="wall_time"), printer)
     _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}; run {run.id}")
-    try:
+    with running(run):
         finished = runtime.run_forever(timeout)
-    finally:
-        run.metrics.flush()
+    run.metrics.flush()
     run.set_status("completed" if finished else "stopped")
     _say(f"{peer_id}: {'finished' if finished else 'timed out'}")
     sys.exit(0 if finished else 1)
+
+
+class _Tee:
+    def __init__(self, *sinks):
+        self.sinks = sinks
+
+    def log(self, *args, **kwargs) -> None:
+        for sink in self.sinks:
+            sink.log(*args, **kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Optional
@@ -12,10 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from meshlearn.cli import app
+from meshlearn.cli.console import RUNS_DIR_HELP
 from meshlearn.cli.deploy import INSECURE, SECRET_FILE, read_secret
 from meshlearn.errors import UsageError
 
-overlay_app = typer.Typer(help="Fault-tolerant overlay: simulated experiments (sim) and real SWIM members over UDP (up).", no_args_is_help=True)
+overlay_app = typer.Typer(help="Fault-tolerant overlay: simulated experiments (sim) and real SWIM members over UDP (up).",
+                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(overlay_app, name="overlay")
 console = Console()
 
@@ -25,33 +26,23 @@ def sim_cmd(
     config: Optional[Path] = typer.Argument(None, help="Overlay experiment TOML (see examples/overlay/) "
                                            "[default: a 1,000-member SWIM cluster]."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set swim.nodes=10000 (repeatable)."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS "
-                                            "or ./runs]."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, only the summary."),
 ) -> None:
     """Simulate an overlay experiment (protocol = swim | propagation | dsml) and store its results.
 
+    The same as `meshlearn run CONFIG` for a file with kind = "overlay" (this command reads any
+    overlay file, with or without the kind key).
+
     Example: meshlearn overlay sim examples/overlay/swim.toml --set swim.nodes=10000
     """
-    from rich.progress import Progress
-
+    from meshlearn.cli.run import execute
     from meshlearn.config import load_config
-    from meshlearn.overlay.experiment import OverlayExperiment, flatten_results, run_overlay
-    from meshlearn.store import RunStore
+    from meshlearn.experiment.overlay import config_model
 
     if config is not None and not config.is_file():
         raise UsageError(f"no config file at {config}; see examples/overlay/ for examples")
-    cfg = load_config(OverlayExperiment, config, set_)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"{cfg.protocol}: {cfg.name}", total=1.0)
-        run, results = run_overlay(cfg, RunStore(runs_dir), command="meshlearn overlay sim",
-                                   progress=lambda done: bar.update(task, completed=done))
-    table = Table(title=f"{cfg.protocol} — run {run.id}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value, row in flatten_results(results):
-        if row is None:
-            table.add_row(key, f"{value:.6g}")
-    console.print(table)
+    execute(load_config(config_model(), config, set_), runs_dir, quiet=quiet)
 
 
 @overlay_app.command("up")
@@ -98,6 +89,8 @@ def up_cmd(
         _record(run, h, next(ticks))
         if status_every > 0:
             _print_status(h)
+
+    import asyncio
 
     status_now = "failed"
     try:

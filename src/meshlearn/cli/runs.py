@@ -1,126 +1,156 @@
-"""`meshlearn runs list | show | export`: look at what the run store holds."""
+"""`meshlearn runs list | show | export | compare | rm`: look at (and tidy) what the run store holds.
+
+Runs of every kind are listed together; `show` and `compare` ask each run's kind what to print
+(a round table for FL runs, scalar results for overlay and split runs). Nothing here imports the
+learning stack until a kind is asked for.
+"""
 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from meshlearn.cli import app
+from meshlearn.cli.console import RUNS_DIR_HELP, out
 from meshlearn.errors import ConfigError, UsageError
-from meshlearn.store import RunStore, export_csv, export_json
 
-console = Console(width=max(Console().width, 120))  # wide tables stay readable when piped
-runs_app = typer.Typer(help="List, inspect and export stored runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, inspect, export, compare and remove stored runs.", no_args_is_help=True,
+                       rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 
-RUNS_DIR = typer.Option(None, "--runs-dir", help="Run store root [default: $MESHLEARN_RUNS or ./runs].")
-SHOW_KEYS = ["accuracy", "loss", "bytes_up", "bytes_down", "clients_completed", "clients_dropped", "virtual_time"]
+RUNS_DIR = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP)
+RUN_ARG = typer.Argument("latest", help="Run id, unique prefix, run name or 'latest'.")
+
+
+def _store(runs_dir: Optional[Path]):
+    from meshlearn.store import RunStore
+
+    return RunStore(runs_dir)
 
 
 @runs_app.command("list")
 def list_cmd(runs_dir: Optional[Path] = RUNS_DIR) -> None:
-    """Every run, newest first, with status and final accuracy."""
-    store = RunStore(runs_dir)
+    """Every run, newest first: kind, what ran, status, progress and final accuracy."""
+    store = _store(runs_dir)
     runs = store.list_runs()
     if not runs:
-        console.print(f"no runs in {store.root} yet: try `meshlearn demo`, or point --runs-dir or "
-                      "$MESHLEARN_RUNS at your runs directory", highlight=False)
+        out.print(f"no runs in {store.root} yet: try `meshlearn demo`, or point --runs-dir or "
+                  "$MESHLEARN_RUNS at your runs directory", highlight=False)
         return
-    table = Table("id", "status", "rounds", "accuracy", "created")
+    table = Table("id", "kind", "what", "status", "steps", "accuracy", "created")
     for r in runs:
-        acc = r.info.get("final_accuracy")
-        table.add_row(r.id, r.status, str(r.info.get("completed_round", "")),
-                      "" if acc is None else f"{acc:.4f}", r.created)
-    console.print(table)
+        acc, info = r.info.get("final_accuracy"), r.info
+        what = info.get("algorithm") or info.get("protocol") or info.get("study") or ""
+        table.add_row(escape(r.id), str(info.get("kind", "")), escape(str(what)), r.status,
+                      str(info.get("completed_round", "")), "" if acc is None else f"{acc:.4f}", r.created[:19])
+    out.print(table)
+
+
+def _kind(run):
+    from meshlearn.experiment import kind_named
+
+    return kind_named(run.info.get("kind"))
 
 
 @runs_app.command("show")
-def show_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 'latest'."),
-             runs_dir: Optional[Path] = RUNS_DIR) -> None:
-    """Per-round metrics of one run and where its files are."""
-    r = RunStore(runs_dir).open_run(run)
-    db = r.metrics_reader()
-    if str(r.info.get("kind", "")).startswith("overlay"):
-        console.print(_summary_table(r, db))
-    else:
-        table = Table("round", *SHOW_KEYS, title=escape(f"{r.id}  [{r.status}]"))
-        for row in db.round_table(SHOW_KEYS) if db is not None else []:
-            table.add_row(str(row["round"]), *(_fmt(row.get(k)) for k in SHOW_KEYS))
-        console.print(table)
-    console.print(f"config: {r.path / 'config.toml'}\nmetrics: {r.path / 'metrics.sqlite'}")
+def show_cmd(run: str = RUN_ARG, runs_dir: Optional[Path] = RUNS_DIR) -> None:
+    """A run's summary, its per-step metrics (FL: the round table) and where its files are."""
+    from meshlearn.cli.console import summary_table
+
+    r = _store(runs_dir).open_run(run)
+    kind = _kind(r)
+    out.print(summary_table(f"{r.id}  [{r.status}]  {r.info.get('kind', '')}", kind.summary(r)))
+    shown = kind.table(r)
+    if shown is not None:
+        header, rows = shown
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    out.print(f"config: {r.config_path}\nmetrics: {r.metrics_path}\nlog: {r.path / 'run.log'}", highlight=False)
 
 
 @runs_app.command("export")
-def export_cmd(run: str = typer.Argument("latest", help="Run id, unique prefix or 'latest'."),
-               fmt: str = typer.Option("csv", "--format", "-f", help="csv (one row per round) or json (config, run info and every metric)."),
-               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file [default: inside the run]."),
+def export_cmd(run: str = RUN_ARG,
+               fmt: str = typer.Option("csv", "--format", "-f", help="csv (one row per step) or json (config, run "
+                                       "info and every metric)."),
+               out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file [default: inside "
+                                                       "the run]."),
                runs_dir: Optional[Path] = RUNS_DIR) -> None:
     """Write a run's metrics as CSV or JSON."""
+    from meshlearn.store import export_csv, export_json
+
     if fmt not in ("csv", "json"):
         raise ConfigError("--format", f"unknown format {fmt!r}", ["csv", "json"])
-    if out is not None and not out.parent.is_dir():
-        raise UsageError(f"cannot write --out {out}: its directory {out.parent} does not exist; check that the "
-                         "directory exists or pick another path")
-    r = RunStore(runs_dir).open_run(run)
-    path = export_csv(r, out) if fmt == "csv" else export_json(r, out)  # other write failures: StoreError
-    console.print(f"wrote {path}")
-
-
-def _summary_table(r, db) -> Table:
-    """Overlay runs: every run-level metric, and for per-row series their count and mean."""
-    table = Table("metric", "value", title=escape(f"{r.id}  [{r.status}]  {r.info.get('kind')} {r.info.get('protocol', '')}"))
-    for key in db.keys() if db is not None else []:
-        rows = db.rows(key)
-        scalars = [row.value for row in rows if row.round is None]
-        if scalars:
-            table.add_row(key, _fmt(scalars[-1]))
-        else:
-            values = [row.value for row in rows]
-            table.add_row(f"{key} (mean of {len(values)})", _fmt(sum(values) / len(values)))
-    return table
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
-        return f"{value:,.0f}"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-COMPARE_KEYS = ["accuracy", "bytes_up", "bytes_down", "bytes_total", "virtual_time"]
-
-
-def compare_row(run, target: float) -> list[str]:
-    """One line of `runs compare`: what ran, how well, at what cost."""
-    from meshlearn.fl.metrics import time_to_accuracy
-
-    rows = run.metrics_reader().round_table(COMPARE_KEYS)
-    accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
-    traffic = sum(r.get("bytes_total", r.get("bytes_up", 0) + r.get("bytes_down", 0)) for r in rows)
-    tta = time_to_accuracy(rows, target)
-    algo = run.config().get("fl", {}).get("algorithm", "fedavg")
-    return [run.info.get("name") or run.id, algo, str(len(rows)), _fmt(accs[-1] if accs else None), _fmt(max(accs) if accs else None),
-            f"{traffic:,.0f}", _fmt(rows[-1].get("virtual_time") if rows else None),
-            "not reached" if tta is None else f"{tta:,.1f}"]
+    if out_path is not None and not out_path.parent.is_dir():
+        raise UsageError(f"cannot write --out {out_path}: its directory {out_path.parent} does not exist; check "
+                         "that the directory exists or pick another path")
+    r = _store(runs_dir).open_run(run)
+    path = export_csv(r, out_path) if fmt == "csv" else export_json(r, out_path)  # other write failures: StoreError
+    out.print(f"wrote {path}", highlight=False)
 
 
 @runs_app.command("compare")
-def compare_cmd(runs: list[str] = typer.Argument(..., help="Run ids or unique prefixes ('latest' works too)."),
+def compare_cmd(runs: list[str] = typer.Argument(..., help="Run ids, unique prefixes or names ('latest' works too)."),
                 target: float = typer.Option(0.9, "--target", help="Accuracy for the time-to-accuracy column."),
                 runs_dir: Optional[Path] = RUNS_DIR) -> None:
-    """Runs side by side: final and best accuracy, total wire bytes, virtual time, time to --target."""
+    """Runs side by side: what ran and each kind's headline numbers (FL: accuracy, wire bytes, time to --target)."""
     if not 0 < target <= 1:
         raise ConfigError("--target", f"accuracy target must be in (0, 1], got {target}")
-    store = RunStore(runs_dir)
-    table = Table("run", "algorithm", "evals", "final acc", "best acc", "wire bytes", "virtual s",
-                  f"s to {target:.0%}", title="comparison (times are virtual seconds)")
-    for name in runs:
-        table.add_row(*compare_row(store.open_run(name), target))
-    console.print(table)
+    store = _store(runs_dir)
+    opened = [store.open_run(name) for name in runs]
+    lines = [(r, _kind(r).headline(r, target)) for r in opened]
+    columns = list(dict.fromkeys(key for _, line in lines for key in line))
+    title = "comparison (FL times: virtual seconds unless real)"
+    if len({r.info.get("kind") for r in opened}) == 1:  # one kind: a row per run
+        table = Table("run", "name", "kind", "what", *columns, title=title)
+        for r, line in lines:
+            table.add_row(*_described(r), *(_cell(line.get(c)) for c in columns))
+    else:  # kinds report different numbers: a column per run
+        table = Table("", *(escape(r.id) for r in opened), title=title)
+        for i, label in enumerate(("name", "kind", "what")):
+            table.add_row(label, *(_described(r)[i + 1] for r in opened))
+        for c in columns:
+            table.add_row(escape(c), *(_cell(line.get(c)) for _, line in lines))
+    out.print(table)
+
+
+def _described(r) -> list[str]:
+    info = r.info
+    what = info.get("algorithm") or info.get("protocol") or info.get("study") or ""
+    return [escape(r.id), escape(str(info.get("name", ""))), str(info.get("kind", "")), escape(str(what))]
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:.4f}" if isinstance(value, float) else escape(str(value))
+
+
+@runs_app.command("rm")
+def rm_cmd(runs: list[str] = typer.Argument(..., help="Run ids, unique prefixes or names to delete."),
+           yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
+           runs_dir: Optional[Path] = RUNS_DIR) -> None:
+    """Delete stored runs (their whole directories: config, metrics, checkpoints, log)."""
+    store = _store(runs_dir)
+    doomed = [store.open_run(name) for name in runs]
+    for r in doomed:
+        if r.status == "running" and not yes:
+            raise UsageError(f"run {r.id} is marked running (another process may be writing it); pass --yes to "
+                             "delete it anyway")
+    if not yes and not typer.confirm(f"delete {len(doomed)} run(s): {', '.join(r.id for r in doomed)}?"):
+        raise typer.Exit(1)
+    for r in doomed:
+        r.close()
+        shutil.rmtree(r.path)
+        out.print(f"removed {r.path}", highlight=False)

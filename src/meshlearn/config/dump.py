@@ -31,7 +31,8 @@ _SCALARS = (bool, int, float, str, dt.datetime, dt.date, dt.time, decimal.Decima
 
 
 def plain(value: Any, drop_none: bool = True) -> Any:
-    """Models, enums, paths, tuples and sets -> TOML-friendly dicts, lists and scalars."""
+    """Models, enums, paths, tuples and sets -> TOML-friendly dicts, lists and scalars (models through their
+    own serializers, so a field that spells None as "none" in a list writes back as it reads)."""
     if isinstance(value, BaseModel):
         value = value.model_dump(by_alias=True)
     if isinstance(value, dict):
@@ -128,14 +129,22 @@ def _model_lines(model: BaseModel, path: tuple[str, ...], header: str | None) ->
     """A table's header, its key/value lines, then its sub-tables (TOML requires that order)."""
     lines = [header] if header else []
     tables: list[str] = []
+    serialized = _serialized(model)  # scalars as the model's own serializers write them (e.g. None -> "none")
     for name, field in type(model).model_fields.items():
         key, value = field_key(name, field), getattr(model, name, _MISSING)
         kind = _table_kind(value)
         if kind:
             tables += _table_lines(path + (key,), field, value, kind)
         else:
-            lines += _scalar_lines(key, field, value)
+            lines += _scalar_lines(key, field, serialized.get(key, value) if value is not _MISSING else value)
     return lines + tables
+
+
+def _serialized(model: BaseModel) -> dict[str, Any]:
+    try:
+        return model.model_dump(by_alias=True)
+    except Exception:  # a partial instance (required fields missing): fall back to the raw values
+        return {}
 
 
 def _instance(model: BaseModel | type[BaseModel]) -> BaseModel:

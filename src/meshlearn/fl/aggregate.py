@@ -13,7 +13,7 @@ from meshlearn.errors import ProtocolError
 from meshlearn.learn.params import weighted_average
 from meshlearn.registry import Registry
 
-__all__ = ["AGGREGATORS", "check_update", "fedavg"]
+__all__ = ["AGGREGATORS", "check_update", "weighted_mean"]
 
 Params = dict[str, np.ndarray]
 AGGREGATORS: Registry = Registry("aggregators")
@@ -35,9 +35,9 @@ def check_update(reference: Params, update: Params) -> None:
             raise ProtocolError(f"update tensor {key!r} contains NaN or infinity")
 
 
-@AGGREGATORS.register("fedavg")
-def fedavg(updates: list[tuple[Params, int]]) -> Params:
-    """Sample-weighted mean of client parameters (McMahan et al. 2017), accumulated in float64."""
+@AGGREGATORS.register("mean")
+def weighted_mean(updates: list[tuple[Params, int]]) -> Params:
+    """Sample-weighted mean of client parameters (FedAvg, McMahan et al. 2017), accumulated in float64."""
     if not updates:
-        raise ValueError("fedavg needs at least one update")
+        raise ValueError("the weighted mean needs at least one update")
     return weighted_average([p for p, _ in updates], [float(n) for _, n in updates])

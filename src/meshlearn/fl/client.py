@@ -12,10 +12,10 @@ carry ``sq_loss`` when the training result has one (Oort's per-sample loss stati
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 from meshlearn.fl import messages as kinds
-from meshlearn.fl.messages import Kinds
+from meshlearn.fl.messages import Kinds, LocalTraining, RoundTag
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
 
@@ -27,13 +27,12 @@ class FLClient(Node):
 
     KINDS: ClassVar[Kinds] = kinds.FL_KINDS  # message kinds; subclasses with another protocol replace them
 
-    def __init__(self, node_id: str, server: str, train_task_factory: Callable[..., object],
-                 rejoin_s: float = 30.0, telemetry: Mapping[str, Any] | None = None):
+    def __init__(self, node_id: str, server: str, *, rejoin_s: float = 30.0,
+                 telemetry: Mapping[str, Any] | None = None):
         super().__init__(node_id)
         self.server = server
         self.telemetry = dict(telemetry or {})  # fl.join meta; {} reports nothing
         self.rejoin_s = rejoin_s  # re-send fl.join after this long without word from the server
-        self.make_train_task = train_task_factory  # (client, params, **meta) -> task
         self.task_id: int | None = None
         self.task_round: int | None = None
         self.finished = False
@@ -66,13 +65,12 @@ class FLClient(Node):
             ctx.stop()
 
     def _on_round(self, ctx: Context, msg: Message) -> None:
-        """Work for one round (FedAvg: train the received parameters); subclasses swap the protocol."""
-        m = msg.meta
-        task = self.make_train_task(self.node_id, msg.tensors, epochs=m["epochs"], batch_size=m["batch_size"],
-                                    lr=m["lr"], momentum=m["momentum"], weight_decay=m["weight_decay"],
-                                    prox_mu=m["prox_mu"], seed=m["seed"])
-        self.task_round = m["round"]
-        self.task_id = ctx.submit(task)
+        """Work for one round (FedAvg: train the received parameters); subclasses swap the protocol.
+
+        A malformed round message raises ProtocolError: the runtime counts it and the client waits on."""
+        tag, training = RoundTag.from_meta(msg.meta), LocalTraining.from_meta(msg.meta)
+        self.task_round = tag.round
+        self.task_id = ctx.submit(training.task(self.node_id, msg.tensors, tag.seed))
 
     def on_task_done(self, ctx: Context, task_id: int, result) -> None:
         if task_id != self.task_id:

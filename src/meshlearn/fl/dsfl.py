@@ -23,35 +23,105 @@ Message kinds. ONLY APPEND: the strings are part of the wire protocol between ve
     client → server  dsfl.upload    meta: round, num_samples, loss,             tensors: probs | probs_q8
                                           [test_accuracy, test_loss]                     (|I_r|, C)
     server → client  dsfl.shutdown  meta: reason
+
+The round message's meta is three typed records (`fl.messages.RoundTag`, `LocalTraining`,
+`Distillation` with the prefix ``distill_``) plus `SoftLabelRound` (encoding, evaluate).
+
+Settings (`DSFLSettings`, the ``[dsfl]`` section) defaults other than the spec's (ERA, T = 0.1, 200
+open samples per round) come from the sweep in `benchmarks/bench_dsfl.py` (digits, 20 clients × 2
+classes, 600k-parameter MLP): clients distil gently (1 epoch, lr 0.005) because their distillation
+feeds the next round's soft labels back to them and a stronger pull locks in consensus errors; the
+server, outside that loop, distils harder.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from meshlearn.errors import PeerError, ProtocolError, UsageError
+from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.fl import spec
 from meshlearn.fl.client import FLClient
-from meshlearn.fl.distill_settings import DSFLSettings
-from meshlearn.fl.messages import Kinds
-from meshlearn.fl.selection import Selector
-from meshlearn.fl.server import FLServer, ServerSettings, _finite, _positive_int, _Round
-from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, SOFT_ENCODINGS, check_indices, check_soft_labels, decode_soft,
-                                     encode_soft, entropy)
-from meshlearn.learn import DistillTask, EvalResult, EvalTask, Params, PredictTask, TrainTask, initial_params
+from meshlearn.fl.messages import Kinds, LocalTraining, RoundTag
+from meshlearn.fl.selection import CostModel, Selector
+from meshlearn.fl.server import FLServer, RoundSettings, _finite, _positive_int, _Round
+from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_indices, check_soft_labels, decode_soft, encode_soft,
+                                     entropy)
+from meshlearn.learn.tasks import TRAIN_FLOPS_FACTOR, DistillTask, EvalResult, EvalTask, PredictTask
 from meshlearn.node import Context, Node
-from meshlearn.wire import Message
+from meshlearn.wire import Message, MetaRecord
+from meshlearn.wire.quant import reject_old_name
 
 __all__ = ["JOIN", "ROUND", "UPLOAD", "SHUTDOWN", "Kinds", "DistillRoundServer", "DistillRoundClient",
-           "DSFLServer", "DSFLClient", "Upload", "build_dsfl", "server_settings_from"]
+           "DSFLServer", "DSFLClient", "DSFLSettings", "Distillation", "SoftLabelRound", "Upload", "build_dsfl"]
+
+Params = dict[str, np.ndarray]
 
 JOIN, ROUND, UPLOAD, SHUTDOWN = "dsfl.join", "dsfl.round", "dsfl.upload", "dsfl.shutdown"
 _PREFIX = "dsfl."  # checkpoint tensors that are protocol state, not model parameters
+
+
+class DSFLSettings(BaseModel):
+    """DS-FL (Itahara et al., IEEE TMC 2023): clients share soft labels on a shared unlabelled set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aggregation: Literal["era", "sa"] = Field(
+        "era", description="how the server merges client soft labels: era = softmax(mean / temperature), sa = mean")
+    temperature: float = Field(0.1, gt=0, description="ERA temperature; the paper's and its re-implementations' 0.1")
+    subset_size: int = Field(200, ge=1, description="open-set samples labelled per round (capped at the open set size)")
+    distill_epochs: int = Field(1, ge=0, description="client epochs on the previous round's aggregated soft labels")
+    distill_lr: float = Field(0.005, gt=0, description="client SGD learning rate on the aggregated soft labels")
+    distill_batch_size: int = Field(50, ge=1, description="minibatch size of distillation (clients and server)")
+    distill_momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of distillation (clients and server)")
+    soft_label_encoding: Literal["fp32", "fp16", "simplex8"] = Field(
+        "fp32", description="wire encoding of soft labels both ways: fp32 exact, fp16 half, simplex8 (uint8 "
+                            "round(255·p), rows renormalised) a quarter the bytes")
+    server_distill: bool = Field(
+        True, description="the server distils its own model on each aggregate and evaluates it; if false the "
+                          "clients report their test accuracy and the server records the mean")
+    server_distill_epochs: int = Field(10, ge=1, description="server epochs on each round's aggregated soft labels")
+    server_distill_lr: float = Field(
+        0.02, gt=0, description="server SGD learning rate; the server's model feeds nothing back to the clients, so "
+                                "it may learn faster than they do (their distillation closes a feedback loop)")
+
+    @field_validator("soft_label_encoding", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        return reject_old_name(value, "int8", "'simplex8'")
+
+    def distillation(self) -> "Distillation":
+        """The clients' distillation step of every round."""
+        return Distillation(self.distill_epochs, self.distill_lr, self.distill_batch_size, self.distill_momentum)
+
+
+@dataclass(frozen=True)
+class Distillation(MetaRecord):
+    """How a client distils on the previous round's aggregate (meta keys ``distill_*``)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    momentum: float
+
+    def problems(self) -> list[str]:
+        rules = (("epochs >= 0", self.epochs >= 0), ("lr > 0", self.lr > 0), ("batch_size >= 1", self.batch_size >= 1),
+                 ("0 <= momentum < 1", 0 <= self.momentum < 1))
+        return [rule for rule, ok in rules if not ok]
+
+
+@dataclass(frozen=True)
+class SoftLabelRound(MetaRecord):
+    """The soft-label encoding both ways, and whether the client evaluates its own model."""
+
+    encoding: Literal["fp32", "fp16", "simplex8"]
+    evaluate: bool
 
 
 @dataclass(frozen=True)
@@ -109,31 +179,27 @@ def _reported_eval(meta: dict) -> tuple[float | None, float | None]:
 
 
 class DistillRoundClient(FLClient):
-    """FLClient's join/rejoin/shutdown with a chain of tasks per round: subclasses fill in three hooks.
+    """FLClient's join/rejoin/shutdown with a chain of tasks per round: subclasses fill in four hooks.
 
-        start_round(msg) -> list[str]   decode the round message (raise PeerError to ignore it): stage names
+        start_round(msg) -> list[str]   decode the round message (raise ProtocolError if malformed): stage names
         stage_task(stage) -> task       the task of one stage (built when the previous one finished)
         absorb(stage, result)           keep what a finished stage produced
         upload() -> Message             sent after the last stage
+
+    A malformed round message raises ProtocolError out of the handler: the runtime logs and counts it
+    (``peer_errors``) and the client keeps waiting for a good one.
     """
 
     KINDS: ClassVar[Kinds]
-    REQUIRED_META: ClassVar[tuple[str, ...]] = ("round",)  # a round message without them is ignored
 
     def on_start(self, ctx: Context) -> None:
         self.stages, self.stage = [], None
         super().on_start(ctx)
 
     def _on_round(self, ctx: Context, msg: Message) -> None:
-        try:
-            missing = [k for k in self.REQUIRED_META if k not in msg.meta]
-            if missing:
-                raise ProtocolError(f"round message lacks meta {missing}")
-            stages = self.start_round(msg)
-        except PeerError as err:
-            ctx.log(f"ignored round message from {self.server}: {err}", level="warning")
-            return
-        self.task_round, self.stages = msg.meta.get("round"), list(stages)
+        tag = RoundTag.from_meta(msg.meta)
+        stages = self.start_round(msg)
+        self.task_round, self.seed, self.stages = tag.round, tag.seed, list(stages)
         self._next_stage(ctx)
 
     def _next_stage(self, ctx: Context) -> None:
@@ -151,15 +217,6 @@ class DistillRoundClient(FLClient):
         self._next_stage(ctx)
 
 
-def server_settings_from(common: dict[str, Any], num_clients: int) -> ServerSettings:
-    """FLServer's settings from the FedAvg-style `common` keys; `min_clients` defaults to every client."""
-    allowed = {f.name for f in fields(ServerSettings)} - {"prox_mu", "aggregator"}  # FedAvg/FedProx only
-    unknown = sorted(set(common) - allowed)
-    if unknown:
-        raise UsageError(f"unknown round settings {unknown} (valid: {', '.join(sorted(allowed))})")
-    return ServerSettings(**{"min_clients": num_clients, **common})
-
-
 # ====================================================================== DS-FL
 
 
@@ -168,14 +225,14 @@ class DSFLServer(DistillRoundServer):
 
     KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
 
-    def __init__(self, node_id: str, params: Params, settings: ServerSettings, dsfl: DSFLSettings, num_open: int,
-                 num_classes: int, eval_task_factory: Callable[[Params], object] = EvalTask,
-                 resume: tuple[int, Params] | None = None, selector: Selector | None = None):
+    def __init__(self, node_id: str, params: Params, settings: RoundSettings, dsfl: DSFLSettings, num_open: int,
+                 num_classes: int, *, min_clients: int = 1, resume: tuple[int, Params] | None = None,
+                 selector: Selector | None = None):
         if num_open < 1:
             raise UsageError("DS-FL needs a shared unlabelled set; set data.open_size > 0 (or data.open_path)")
         state = {k: v for k, v in (resume[1] if resume else {}).items() if k.startswith(_PREFIX)}
         resume = (resume[0], {k: v for k, v in resume[1].items() if k not in state}) if resume else None
-        super().__init__(node_id, params, settings, eval_task_factory, resume=resume, selector=selector)
+        super().__init__(node_id, params, settings, min_clients=min_clients, resume=resume, selector=selector)
         self.dsfl, self.num_open, self.num_classes = dsfl, int(num_open), int(num_classes)
         fn = SOFT_AGGREGATORS.get(dsfl.aggregation)  # SA takes no temperature; ERA (and plug-ins) may
         self.aggregate_soft = partial(fn, **{k: v for k, v in {"temperature": dsfl.temperature}.items()
@@ -194,11 +251,10 @@ class DSFLServer(DistillRoundServer):
         self._round_tensors = tensors
 
     def round_message(self, ctx: Context, number: int, client: str) -> Message:
-        s, d = self.settings, self.dsfl
-        meta = dict(round=number, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
-                    weight_decay=s.weight_decay, distill_epochs=d.distill_epochs, distill_lr=d.distill_lr,
-                    distill_batch_size=d.distill_batch_size, distill_momentum=d.distill_momentum,
-                    encoding=d.soft_label_encoding, evaluate=not d.server_distill, seed=int(ctx.rng.integers(2**31)))
+        d = self.dsfl
+        meta = {"round": number, **self.settings.training().to_meta(), **d.distillation().to_meta("distill_"),
+                **SoftLabelRound(d.soft_label_encoding, not d.server_distill).to_meta(),
+                "seed": int(ctx.rng.integers(2**31))}
         return Message(ROUND, meta, self._round_tensors)
 
     def accept_upload(self, msg: Message) -> np.ndarray:
@@ -244,39 +300,34 @@ class DSFLClient(DistillRoundClient):
     """Keeps its own model; per round: distil on the last aggregate, train privately, predict on I_r."""
 
     KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
-    REQUIRED_META = ("round", "epochs", "batch_size", "lr", "momentum", "weight_decay", "distill_epochs",
-                     "distill_lr", "distill_batch_size", "distill_momentum", "seed")
 
-    def __init__(self, node_id: str, server: str, params: Params, num_open: int,
-                 train_task_factory: Callable[..., object] = TrainTask, rejoin_s: float = 30.0):
-        super().__init__(node_id, server, train_task_factory, rejoin_s)
+    def __init__(self, node_id: str, server: str, params: Params, num_open: int, *, rejoin_s: float = 30.0,
+                 telemetry: dict | None = None):
+        super().__init__(node_id, server, rejoin_s=rejoin_s, telemetry=telemetry)
         self.params, self.num_open = params, int(num_open)
-        self.meta: dict[str, Any] = {}  # of the round in progress
         self.out: dict[str, Any] = {}  # what its stages produced
 
     def start_round(self, msg: Message) -> list[str]:
         t, m = msg.tensors, msg.meta
-        if m.get("encoding", "fp32") not in SOFT_ENCODINGS:
-            raise ProtocolError(f"unknown soft-label encoding {m['encoding']!r} (valid: {', '.join(SOFT_ENCODINGS)})")
+        self.training, self.distill = LocalTraining.from_meta(m), Distillation.from_meta(m, "distill_")
+        self.options = SoftLabelRound.from_meta(m)
         indices, prev = check_indices(t, "indices", self.num_open), None
         if "prev_indices" in t:
             prev = (check_indices(t, "prev_indices", self.num_open), decode_soft(t))
             if prev[1].shape[0] != len(prev[0]):
                 raise ProtocolError(f"{len(prev[0])} previous indices but {prev[1].shape[0]} soft-label rows")
-        self.indices, self.prev, self.meta, self.out = indices, prev, m, {}
-        stages = ["distill"] if prev is not None and m["distill_epochs"] > 0 else []
-        return stages + ["train", "predict"] + (["evaluate"] if m.get("evaluate") else [])
+        self.indices, self.prev, self.out = indices, prev, {}
+        stages = ["distill"] if prev is not None and self.distill.epochs > 0 else []
+        return stages + ["train", "predict"] + (["evaluate"] if self.options.evaluate else [])
 
     def stage_task(self, stage: str):
-        m = self.meta
         if stage == "distill":
+            d = self.distill
             return DistillTask(client=self.node_id, params=self.params, indices=self.prev[0], targets=self.prev[1],
-                               loss="kl", epochs=m["distill_epochs"], batch_size=m["distill_batch_size"],
-                               lr=m["distill_lr"], momentum=m["distill_momentum"], seed=m["seed"])
+                               loss="kl", epochs=d.epochs, batch_size=d.batch_size, lr=d.lr, momentum=d.momentum,
+                               seed=self.seed)
         if stage == "train":
-            return self.make_train_task(client=self.node_id, params=self.params, epochs=m["epochs"],
-                                        batch_size=m["batch_size"], lr=m["lr"], momentum=m["momentum"],
-                                        weight_decay=m["weight_decay"], seed=(m["seed"] + 1) % 2**31)
+            return self.training.task(self.node_id, self.params, (self.seed + 1) % 2**31)
         if stage == "predict":
             return PredictTask(self.params, self.indices)
         return EvalTask(self.params)
@@ -293,14 +344,31 @@ class DSFLClient(DistillRoundClient):
 
     def upload(self) -> Message:
         meta = {"round": self.task_round, **{k: v for k, v in self.out.items() if k != "probs"}}
-        return Message(UPLOAD, meta, encode_soft(self.out["probs"], self.meta.get("encoding", "fp32")))
+        return Message(UPLOAD, meta, encode_soft(self.out["probs"], self.options.encoding))
 
 
-def build_dsfl(settings: DSFLSettings, common: dict[str, Any], workspace, client_ids: list[str],
-               resume: tuple[int, Params] | None = None, server_id: str = "server") -> tuple[list[Node], list[str]]:
-    """DS-FL nodes over `workspace` (which needs an open set): (nodes, ids whose stop() ends the run)."""
-    params, num_open = initial_params(workspace), 0 if workspace.open is None else len(workspace.open)
-    server = DSFLServer(server_id, params, server_settings_from(common, len(client_ids)), settings, num_open,
-                        workspace.train.num_classes, resume=resume)
-    clients = [DSFLClient(c, server_id, params, num_open) for c in client_ids]
-    return [server, *clients], [server_id]
+# ====================================================================== the algorithm spec
+
+
+def round_cost(settings: DSFLSettings, workspace, epochs: int) -> CostModel:
+    """A DS-FL round for resource-aware selectors: fp32 soft labels each way, local training of the model."""
+    rows = min(settings.subset_size, len(workspace.open))
+    return CostModel(32.0 * rows * workspace.train.num_classes, TRAIN_FLOPS_FACTOR * workspace.flops_per_sample * epochs)
+
+
+def build_dsfl(setup: spec.Setup) -> spec.Plan:
+    """DS-FL nodes: the server (selector from [selection]) and one client per id, all on the same initial model."""
+    ws, settings, ids = setup.workspace, setup.settings, setup.client_ids
+    if ws.open is None:
+        raise UsageError("DS-FL needs a shared unlabelled set; set data.open_size > 0 (or data.open_path)")
+    params, num_open, telemetry = setup.initial_params(), len(ws.open), setup.telemetry()
+    selector = setup.selector(round_cost(settings, ws, setup.config.fl.epochs))
+    server = DSFLServer(spec.SERVER, params, setup.config.fl, settings, num_open, ws.train.num_classes,
+                        min_clients=len(ids), resume=setup.resume, selector=selector)
+    clients = [DSFLClient(c, spec.SERVER, params, num_open, telemetry=telemetry.get(c)) for c in ids]
+    return spec.Plan([server, *clients], progress=lambda: server.completed_round)
+
+
+spec.register(spec.AlgorithmSpec(
+    "dsfl", "distillation on soft labels of a shared unlabelled set (SA or ERA aggregation)", build_dsfl,
+    section="dsfl", settings=DSFLSettings, roles=("server", "client"), open_set=True, ignores=spec.STAR_IGNORES))

@@ -34,6 +34,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import ProtocolError
+from meshlearn.fl import spec
+from meshlearn.fl.aggregate import check_update
+from meshlearn.fl.messages import LocalTraining
+from meshlearn.learn.tasks import EvalTask
 from meshlearn.node import Context
 from meshlearn.overlay.dsml.node import dsml_height
 from meshlearn.overlay.skipgraph.node import SkipGraphNode, SkipGraphSettings, random_mvecs
@@ -49,7 +53,7 @@ Params = dict[str, np.ndarray]
 class DsmlFLSettings(BaseModel):
     """Hierarchical FedAvg over the skip mesh (``[dsml]`` in an experiment file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     level_slot_s: float = Field(5.0, gt=0, description="extra wait per height: a height-h member sends its partial "
                                                        "sum at fl.round_deadline_s + (h+1)·slot after the model "
@@ -75,7 +79,7 @@ class _Plan:
     ack_timeout_s: float
     watch_s: float
     first_watch_s: float
-    train_meta: dict
+    training: LocalTraining
 
 
 @dataclass
@@ -106,11 +110,10 @@ class DsmlFLNode(SkipGraphNode):
     """An FL client that is also a skip graph member and, when its height says so, an aggregator."""
 
     def __init__(self, node_id: str, key: int, mvec: int, params: Params, plan: _Plan, *, introducer: str | None,
-                 join_delay_s: float, keepalive_s: float, train_task: Callable, eval_task: Callable):
+                 join_delay_s: float, keepalive_s: float):
         super().__init__(node_id, key, mvec, introducer=introducer, join_delay_s=join_delay_s,
                          settings=SkipGraphSettings(keepalive_s=keepalive_s))
         self.params, self.plan, self.height = params, plan, dsml_height(mvec)
-        self.make_train_task, self.make_eval_task = train_task, eval_task
         self.model_round = 0  # newest global model held (round it opens)
         self.completed_round = 0  # rounds this member closed as root
         self.adopters: dict[str, int] = {}  # child -> last round it adopted me
@@ -246,9 +249,7 @@ class DsmlFLNode(SkipGraphNode):
         ctx.cancel_timer("fl.grace")  # the previous round's
         self.rnd = r = _Round(number, ctx.now, expected={c for c, last in self.adopters.items() if last >= number - 1})
         self._find_parents(ctx, r)
-        m = self.plan.train_meta
-        self._train_id = ctx.submit(self.make_train_task(self.node_id, self.params, **m,
-                                                         seed=int(ctx.rng.integers(2**31))))
+        self._train_id = ctx.submit(self.plan.training.task(self.node_id, self.params, int(ctx.rng.integers(2**31))))
         wait = self.plan.deadline_s + (self.height + 1) * self.plan.slot_s
         ctx.set_timer("fl.deadline", wait)
 
@@ -353,7 +354,7 @@ class DsmlFLNode(SkipGraphNode):
         if r.samples:
             self.params = {k: (v / r.samples).astype(np.float32) for k, v in r.sums.items()}
         self._closing = r
-        self._eval_id = ctx.submit(self.make_eval_task(self.params))
+        self._eval_id = ctx.submit(EvalTask(self.params))
 
     def _after_eval(self, ctx: Context, result) -> None:
         r, self._closing = self._closing, None
@@ -385,8 +386,6 @@ DsmlFLNode._HANDLERS.update({Ack: DsmlFLNode._on_ack, Adopt: DsmlFLNode._on_adop
 
 
 def _check(reference: Params, tensors: Params) -> None:
-    from meshlearn.fl.aggregate import check_update  # torch stays unimported until FL runs
-
     check_update(reference, tensors)
 
 
@@ -396,22 +395,35 @@ def member_vectors(seed: int, n: int) -> list[int]:
     return random_mvecs(n, np.random.default_rng([seed, 0xD5F1]))
 
 
-def build_dsml_fl(settings: DsmlFLSettings, *, ids: list[str], params: Params, seed: int, rounds: int,
-                  deadline_s: float, train_meta: dict, train_task: Callable, eval_task: Callable) -> list[DsmlFLNode]:
+def build_dsml_fl(setup: spec.Setup) -> spec.Plan:
     """One DsmlFLNode per client id; client i joins through client 0 at i × join_spacing_s."""
+    settings, ids, f = setup.settings, setup.client_ids, setup.config.fl
     levels = max(2, math.ceil(math.log2(len(ids))) + 4)
-    longest = deadline_s + (levels + 2) * settings.level_slot_s + 2 * settings.ack_timeout_s
-    plan = _Plan(rounds=rounds, deadline_s=deadline_s, slot_s=settings.level_slot_s,
+    longest = f.round_deadline_s + (levels + 2) * settings.level_slot_s + 2 * settings.ack_timeout_s
+    plan = _Plan(rounds=f.rounds, deadline_s=f.round_deadline_s, slot_s=settings.level_slot_s,
                  ack_timeout_s=settings.ack_timeout_s, watch_s=settings.watch_s or 2 * longest,
-                 first_watch_s=len(ids) * settings.join_spacing_s + 4 * settings.keepalive_s, train_meta=train_meta)
-    mvecs = member_vectors(seed + settings.seed_offset, len(ids))
+                 first_watch_s=len(ids) * settings.join_spacing_s + 4 * settings.keepalive_s, training=f.training())
+    mvecs, params = member_vectors(setup.config.seed + settings.seed_offset, len(ids)), setup.initial_params()
     nodes = [DsmlFLNode(node_id, i, mvecs[i], params, plan, introducer=None if i == 0 else ids[0],
-                        join_delay_s=i * settings.join_spacing_s, keepalive_s=settings.keepalive_s,
-                        train_task=train_task, eval_task=eval_task) for i, node_id in enumerate(ids)]
+                        join_delay_s=i * settings.join_spacing_s, keepalive_s=settings.keepalive_s)
+             for i, node_id in enumerate(ids)]
 
     def meter() -> tuple[int, int]:
         return sum(n.bytes_up for n in nodes), sum(n.bytes_down for n in nodes)
 
     for node in nodes:
         node.meter = meter
-    return nodes
+    return spec.Plan(nodes, progress=lambda: max(n.completed_round for n in nodes), stop_on=list(ids))
+
+
+_FLAT = "the skip mesh decides who aggregates"
+spec.register(spec.AlgorithmSpec(
+    "dsml", "hierarchical FedAvg summed up a Distributed Skip Mesh List of the clients, no fixed server",
+    build_dsml_fl, section="dsml", settings=DsmlFLSettings, resumable=False, server=False,
+    ignores={"selection": f"{_FLAT}; every live member trains every round",
+             "fl.fraction": "every live member trains every round", "fl.clients_per_round": "every live member "
+             "trains every round", "fl.min_completion": "a round closes at each height's deadline",
+             "network.topology": f"{_FLAT}: members talk along the skip graph",
+             "network.topology_params": f"{_FLAT}: members talk along the skip graph",
+             "network.uplink_loss": "there is no server, so no uplink",
+             "network.downlink_loss": "there is no server, so no downlink"}))

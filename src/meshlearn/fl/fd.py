@@ -21,7 +21,8 @@ cannot teach a client a class it never sees (the regulariser acts on its own lab
 client accuracy stays near local training's: 0.197 with 2 classes per client in bench_dsfl.py. A resumed run restores
 the table but not who contributed what, so its first round's teachers include each client's own share.
 
-Round control, crash tolerance and joins are FLServer's, through `fl.dsfl.DistillRoundServer`.
+Round control, crash tolerance and joins are FLServer's, through `fl.dsfl.DistillRoundServer`. The
+round message's meta is `RoundTag`, `LocalTraining` and `TeacherTerm` (beta, distill_loss).
 
 Message kinds. ONLY APPEND: the strings are part of the wire protocol between versions.
 
@@ -36,24 +37,51 @@ Message kinds. ONLY APPEND: the strings are part of the wire protocol between ve
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import ProtocolError, UsageError
-from meshlearn.fl.distill_settings import FDSettings
-from meshlearn.fl.dsfl import DistillRoundClient, DistillRoundServer, Kinds, server_settings_from
-from meshlearn.fl.selection import Selector
-from meshlearn.fl.server import ServerSettings, _Round
-from meshlearn.learn import EvalTask, initial_params
-from meshlearn.learn.fd_tasks import FDTrainTask
-from meshlearn.node import Context, Node
-from meshlearn.wire import Message
+from meshlearn.fl import spec
+from meshlearn.fl.dsfl import DistillRoundClient, DistillRoundServer, Kinds
+from meshlearn.fl.messages import LocalTraining
+from meshlearn.fl.selection import CostModel, Selector
+from meshlearn.fl.server import RoundSettings, _Round
+from meshlearn.learn.tasks import TRAIN_FLOPS_FACTOR, EvalTask, FDTrainTask
+from meshlearn.node import Context
+from meshlearn.wire import Message, MetaRecord
 
-__all__ = ["JOIN", "ROUND", "UPLOAD", "SHUTDOWN", "FDServer", "FDClient", "build_fd"]
+__all__ = ["JOIN", "ROUND", "UPLOAD", "SHUTDOWN", "FDServer", "FDClient", "FDSettings", "TeacherTerm", "build_fd"]
 
 JOIN, ROUND, UPLOAD, SHUTDOWN = "fd.join", "fd.round", "fd.upload", "fd.shutdown"
 Params = dict[str, np.ndarray]
+
+
+class FDSettings(BaseModel):
+    """FD, federated distillation (Jeong et al. 2018): clients share per-label mean logits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    beta: float = Field(0.5, ge=0, description="weight of the distillation term: CE + beta · D(logits, global "
+                                               "mean logits of the sample's label)")
+    distill_loss: Literal["kl", "mse"] = Field(
+        "kl", description="D: kl = KL(softmax(teacher) ‖ softmax(logits)), bounded; mse = MSE of raw logits as in "
+                          "the paper, which diverges for confident models unless lr · beta is small")
+    exclude_own: bool = Field(True, description="each client's teacher for a label is the mean of the *other* "
+                                                "clients' logits (as in the paper), not the mean including its own")
+
+
+@dataclass(frozen=True)
+class TeacherTerm(MetaRecord):
+    """The FD regulariser a client trains with: CE + beta · D(logits, teacher[label])."""
+
+    beta: float
+    distill_loss: Literal["kl", "mse"]
+
+    def problems(self) -> list[str]:
+        return [] if self.beta >= 0 else ["beta >= 0"]
 
 
 class FDServer(DistillRoundServer):
@@ -61,11 +89,11 @@ class FDServer(DistillRoundServer):
 
     KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
 
-    def __init__(self, node_id: str, num_classes: int, settings: ServerSettings, fd: FDSettings,
-                 resume: tuple[int, Params] | None = None, selector: Selector | None = None):
+    def __init__(self, node_id: str, num_classes: int, settings: RoundSettings, fd: FDSettings, *,
+                 min_clients: int = 1, resume: tuple[int, Params] | None = None, selector: Selector | None = None):
         c = int(num_classes)
         table = {"fd.sums": np.zeros((c, c), np.float64), "fd.counts": np.zeros(c, np.int64)}
-        super().__init__(node_id, table, settings, eval_task_factory=None, resume=resume, selector=selector)
+        super().__init__(node_id, table, settings, min_clients=min_clients, resume=resume, selector=selector)
         self.fd, self.num_classes = fd, c
         self.contributions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # client → (sums, counts) in the table
 
@@ -80,10 +108,8 @@ class FDServer(DistillRoundServer):
         return means.astype(np.float32), mask
 
     def round_message(self, ctx: Context, number: int, client: str) -> Message:
-        s = self.settings
-        meta = dict(round=number, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
-                    weight_decay=s.weight_decay, beta=self.fd.beta, distill_loss=self.fd.distill_loss,
-                    seed=int(ctx.rng.integers(2**31)))
+        meta = {"round": number, **self.settings.training().to_meta(),
+                **TeacherTerm(self.fd.beta, self.fd.distill_loss).to_meta(), "seed": int(ctx.rng.integers(2**31))}
         teacher, mask = self.teacher(client)
         tensors = {"teacher": teacher, "teacher_mask": mask} if mask.any() else {}
         return Message(ROUND, meta, tensors)
@@ -120,30 +146,29 @@ class FDClient(DistillRoundClient):
     """Keeps its own model; per round: train with the FD regulariser, evaluate, upload per-label logits."""
 
     KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
-    REQUIRED_META = ("round", "epochs", "batch_size", "lr", "momentum", "weight_decay", "beta", "distill_loss", "seed")
 
-    def __init__(self, node_id: str, server: str, params: Params, num_classes: int,
-                 train_task_factory: Callable[..., object] = FDTrainTask, rejoin_s: float = 30.0):
-        super().__init__(node_id, server, train_task_factory, rejoin_s)
+    def __init__(self, node_id: str, server: str, params: Params, num_classes: int, *, rejoin_s: float = 30.0,
+                 telemetry: dict | None = None):
+        super().__init__(node_id, server, rejoin_s=rejoin_s, telemetry=telemetry)
         self.params, self.num_classes = params, int(num_classes)
-        self.meta: dict[str, Any] = {}
         self.out: dict[str, Any] = {}
 
     def start_round(self, msg: Message) -> list[str]:
         c, t = self.num_classes, msg.tensors
+        self.training, self.term = LocalTraining.from_meta(msg.meta), TeacherTerm.from_meta(msg.meta)
         teacher, mask = t.get("teacher", np.zeros((c, c), np.float32)), t.get("teacher_mask", np.zeros(c, bool))
         if teacher.shape != (c, c) or mask.shape != (c,) or mask.dtype != np.bool_ or not np.all(np.isfinite(teacher)):
             raise ProtocolError(f"teacher must be finite ({c}, {c}) with a ({c},) bool mask")
-        self.teacher, self.mask, self.meta, self.out = teacher.astype(np.float32), mask, msg.meta, {}
+        self.teacher, self.mask, self.out = teacher.astype(np.float32), mask, {}
         return ["train", "evaluate"]
 
     def stage_task(self, stage: str):
-        m = self.meta
         if stage == "train":
-            return self.make_train_task(client=self.node_id, params=self.params, teacher=self.teacher,
-                                        teacher_mask=self.mask, beta=m["beta"], loss=m["distill_loss"],
-                                        epochs=m["epochs"], batch_size=m["batch_size"], lr=m["lr"],
-                                        momentum=m["momentum"], weight_decay=m["weight_decay"], seed=m["seed"])
+            tr = self.training
+            return FDTrainTask(client=self.node_id, params=self.params, teacher=self.teacher, teacher_mask=self.mask,
+                               beta=self.term.beta, loss=self.term.distill_loss, epochs=tr.epochs,
+                               batch_size=tr.batch_size, lr=tr.lr, momentum=tr.momentum,
+                               weight_decay=tr.weight_decay, seed=self.seed)
         return EvalTask(self.params)
 
     def absorb(self, stage: str, result) -> None:
@@ -166,12 +191,19 @@ class FDClient(DistillRoundClient):
         return Message(UPLOAD, meta, {"logits": o["logits"], "counts": o["counts"]})
 
 
-def build_fd(settings: FDSettings, common: dict[str, Any], workspace, client_ids: list[str],
-             resume: tuple[int, Params] | None = None, server_id: str = "server") -> tuple[list[Node], list[str]]:
-    """FD nodes over `workspace`: (nodes, ids whose stop() ends the run). No open set needed."""
-    if not client_ids:
+def build_fd(setup: spec.Setup) -> spec.Plan:
+    """FD nodes: the server keeping the logit table and one client per id. No open set needed."""
+    ws, ids = setup.workspace, setup.client_ids
+    if not ids:
         raise UsageError("FD needs at least one client")
-    c, params = workspace.train.num_classes, initial_params(workspace)
-    server = FDServer(server_id, c, server_settings_from(common, len(client_ids)), settings, resume=resume)
-    clients = [FDClient(cid, server_id, params, c) for cid in client_ids]
-    return [server, *clients], [server_id]
+    c, params, telemetry = ws.train.num_classes, setup.initial_params(), setup.telemetry()
+    cost = CostModel(32.0 * c * c + 64.0 * c, ws.flops_per_sample * (TRAIN_FLOPS_FACTOR * setup.config.fl.epochs + 1))
+    server = FDServer(spec.SERVER, c, setup.config.fl, setup.settings, min_clients=len(ids), resume=setup.resume,
+                      selector=setup.selector(cost))
+    clients = [FDClient(cid, spec.SERVER, params, c, telemetry=telemetry.get(cid)) for cid in ids]
+    return spec.Plan([server, *clients], progress=lambda: server.completed_round)
+
+
+spec.register(spec.AlgorithmSpec(
+    "fd", "federated distillation: clients share per-label mean logits, never models", build_fd,
+    section="fd", settings=FDSettings, roles=("server", "client"), ignores=spec.STAR_IGNORES))

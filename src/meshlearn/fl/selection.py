@@ -23,23 +23,128 @@ Built-ins, in ``SELECTORS``:
   explores ε-greedy, and paces the preferred round duration.
 
 All randomness comes from the ``rng`` passed to ``select``. Selectors never read a clock.
+
+Settings: each selector takes its own pydantic settings model whole (``FedCSSettings``,
+``MABSettings``, ``OortSettings``: the ``[selection.<name>]`` sections of an experiment), plus the
+server's round deadline and the ``CostModel`` of one round (``cost_model``). ``SelectionSettings``
+is the ``[selection]`` section: which selector, its sections, and fluctuating device resources.
+Every selector is built the same way: ``SELECTORS.get(name)(settings, deadline_s=..., cost=...)``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from meshlearn.errors import UsageError
+from meshlearn.learn.tasks import TRAIN_FLOPS_FACTOR
+from meshlearn.net.dynamics import DynamicsSettings
 from meshlearn.registry import Registry
 
 __all__ = ["SELECTORS", "ClientFeedback", "CostModel", "Selector", "RandomSelector", "FedCSSelector",
-           "MABSelector", "OortSelector", "deadline_greedy", "make_selector", "clean_telemetry"]
+           "MABSelector", "OortSelector", "FedCSSettings", "MABSettings", "OortSettings", "SelectionSettings",
+           "deadline_greedy", "make_selector", "clean_telemetry", "cost_model"]
 
 TELEMETRY_KEYS = ("flops", "up_bps", "down_bps", "num_samples")  # what FLClient reports in fl.join
+
+
+# ----- settings ------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FedCSSettings(_Strict):
+    """FedCS (Nishio & Yonetani, ICC 2019): deadline greedy on the resources clients report."""
+
+    request_fraction: float = Field(0.3, gt=0, le=1, description="share of clients asked for resources each "
+                                                                 "round (the paper's C); the greedy picks among them. "
+                                                                 "1 = always the same fastest k (little data diversity)")
+    uploads: Literal["parallel", "sequential"] = Field(
+        "parallel", description="time model: parallel = own uplink per client (as the simulator does), "
+                                "sequential = updates share one uplink in turn (the paper's model)")
+
+
+class MABSettings(_Strict):
+    """A bandit on observed round times under the round deadline (after Yoshida et al. 2020)."""
+
+    objective: Literal["throughput", "time"] = Field(
+        "throughput", description="rank clients that fit the deadline by optimistic samples per second "
+                                  "(throughput) or by optimistic round time alone (time: the FedCS greedy)")
+    time_floor: float = Field(0.05, gt=0, le=1, description="throughput: optimistic times are floored at this "
+                                                            "share of the deadline")
+
+    exploration: float = Field(0.05, ge=0, description="UCB width c in mean τ − c·sqrt(ln N / n), τ = time/deadline; "
+                                                        "an explored straggler costs the whole round, keep it small")
+    discount: float = Field(0.99, gt=0, le=1, description="per-round decay of the time statistics; < 1 follows "
+                                                          "fluctuating resources, 1 = plain UCB")
+    miss_factor: float = Field(2.0, ge=1, description="a missed deadline counts as a round time of miss_factor × "
+                                                      "deadline")
+
+
+class OortSettings(_Strict):
+    """Oort (Lai et al., OSDI 2021): utility × speed penalty, ε-greedy, pacer. Defaults follow the spec."""
+
+    alpha: float = Field(2.0, ge=0, description="round penalty: utility × (T/t)^alpha for clients slower than T")
+    epsilon: float = Field(0.9, ge=0, le=1, description="initial exploration share ε")
+    epsilon_decay: float = Field(0.95, gt=0, le=1, description="ε is multiplied by this every round")
+    epsilon_min: float = Field(0.2, ge=0, le=1, description="floor of ε while unexplored clients remain")
+    cut_off: float = Field(0.7, ge=0, le=1, description="exploit only clients scoring >= cut_off × the k-th best")
+    clip: float = Field(0.98, gt=0, le=1, description="rewards are clipped at this quantile")
+    staleness: float = Field(0.1, ge=0, description="staleness bonus sqrt(staleness · ln R / L)")
+    percentile: float = Field(30.0, gt=0, le=100, description="preferred duration T = this percentile of known "
+                                                              "client durations (100 = no penalty)")
+    pacer_step: int = Field(20, ge=1, description="the pacer looks at the utility every this many rounds")
+    pacer_delta: float = Field(5.0, ge=0, description="percentile points the pacer moves T by")
+    sample_window: float = Field(5.0, ge=1, description="exploration samples from the top sample_window × n "
+                                                        "unexplored clients by data size")
+    miss_factor: float = Field(2.0, ge=1, description="a missed deadline counts as a duration of miss_factor × "
+                                                      "deadline")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "OortSettings":
+        if self.epsilon_min > self.epsilon:
+            raise ValueError(f"epsilon_min ({self.epsilon_min}) must not exceed epsilon ({self.epsilon})")
+        return self
+
+
+class SelectionSettings(_Strict):
+    """Which clients train each round (``[selection]``), and how device resources fluctuate."""
+
+    selector: str = Field("random", description="client selector: random, fedcs, mab, oort (or a plugin name)")
+    fedcs: FedCSSettings = Field(default_factory=FedCSSettings, description="fedcs parameters")
+    mab: MABSettings = Field(default_factory=MABSettings, description="mab parameters")
+    oort: OortSettings = Field(default_factory=OortSettings, description="oort parameters")
+    dynamics: DynamicsSettings = Field(default_factory=DynamicsSettings, description="fluctuating resources")
+
+    @field_validator("selector")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in SELECTORS.names():
+            raise ValueError(f"unknown selector {value!r} (valid: {', '.join(SELECTORS.names())})")
+        return value
+
+    @model_validator(mode="after")
+    def _sections_used(self) -> "SelectionSettings":
+        for name, field in type(self).model_fields.items():
+            if name in SELECTORS and name != self.selector and getattr(self, name) != field.default_factory():
+                raise ValueError(f"[selection.{name}] is set but selection.selector = {self.selector!r}: those "
+                                 f"settings would be ignored; drop them or set selector = {name!r}")
+        return self
+
+    def make_selector(self, *, deadline_s: float, cost: "CostModel | None" = None) -> "Selector":
+        """The configured selector for a server whose round deadline is ``deadline_s``; FedCS needs ``cost``."""
+        return make_selector(self.selector, getattr(self, self.selector, None), deadline_s=deadline_s, cost=cost)
+
+
+def cost_model(params: Mapping[str, np.ndarray], forward_flops_per_sample: float, epochs: int,
+               overhead_s: float = 0.0) -> "CostModel":
+    """The CostModel of one FedAvg round: fp32 parameters down and up, 3 × forward FLOPs per sample per epoch."""
+    bits = 8.0 * sum(np.asarray(p).nbytes for p in params.values())
+    return CostModel(bits, TRAIN_FLOPS_FACTOR * float(forward_flops_per_sample) * epochs, overhead_s)
 
 
 @dataclass(frozen=True)
@@ -85,7 +190,16 @@ class CostModel:
 
 
 class Selector:
-    """Base class. It ignores telemetry and feedback; subclasses implement ``select``."""
+    """Base class. It ignores telemetry and feedback; subclasses implement ``select``.
+
+    A selector is built as ``cls(settings, *, deadline_s, cost)``: ``settings`` is its own section
+    (None for selectors without one), ``deadline_s`` the server's round deadline, ``cost`` the
+    ``CostModel`` of one round (None when unknown).
+    """
+
+    def __init__(self, settings: BaseModel | None = None, *, deadline_s: float | None = None,
+                 cost: CostModel | None = None):
+        self.deadline_s, self.cost = deadline_s, cost
 
     def telemetry(self, client: str, info: Mapping[str, Any]) -> None:
         """Remember what ``client`` reported about its resources."""
@@ -100,9 +214,10 @@ class Selector:
 SELECTORS: Registry[Callable[..., Selector]] = Registry("selectors")
 
 
-def make_selector(name: str, **params: Any) -> Selector:
-    """Build the selector registered as ``name`` with ``params`` (see each class for the keys)."""
-    return SELECTORS.get(name)(**params)
+def make_selector(name: str, settings: BaseModel | None = None, *, deadline_s: float,
+                  cost: CostModel | None = None) -> Selector:
+    """Build the selector registered as ``name``: its settings section, the round deadline, the round's cost."""
+    return SELECTORS.get(name)(settings, deadline_s=deadline_s, cost=cost)
 
 
 def in_order(picked: Iterable[str], candidates: list[str]) -> list[str]:
@@ -169,12 +284,14 @@ class FedCSSelector(Selector):
     go stale. That staleness is the weakness the MAB selector addresses.
     """
 
-    def __init__(self, *, deadline_s: float, cost: CostModel, request_fraction: float = 0.3,
-                 uploads: str = "parallel"):
-        if not 0 < request_fraction <= 1 or uploads not in ("parallel", "sequential") or deadline_s <= 0:
-            raise UsageError("fedcs needs deadline_s > 0, 0 < request_fraction <= 1, uploads parallel|sequential")
-        self.deadline_s, self.cost = deadline_s, cost
-        self.request_fraction, self.uploads = request_fraction, uploads
+    def __init__(self, settings: "FedCSSettings | None" = None, *, deadline_s: float, cost: CostModel | None = None):
+        if cost is None:
+            raise UsageError("the fedcs selector estimates round times from reported resources: pass cost=cost_model(...)")
+        if not deadline_s > 0:
+            raise UsageError(f"fedcs needs a positive round deadline, got {deadline_s}")
+        super().__init__(settings, deadline_s=deadline_s, cost=cost)
+        self.settings = settings or FedCSSettings()
+        self.request_fraction, self.uploads = self.settings.request_fraction, self.settings.uploads
         self.reports: dict[str, dict[str, float]] = {}
 
     def telemetry(self, client: str, info: Mapping[str, Any]) -> None:
@@ -221,14 +338,13 @@ class MABSelector(Selector):
     When no observed client fits, the fastest one is chosen so that the round can still run.
     """
 
-    def __init__(self, *, deadline_s: float, exploration: float = 0.05, discount: float = 0.99,
-                 miss_factor: float = 2.0, objective: str = "throughput", time_floor: float = 0.05):
-        if deadline_s <= 0 or exploration < 0 or not 0 < discount <= 1 or miss_factor < 1:
-            raise UsageError("mab needs deadline_s > 0, exploration >= 0, 0 < discount <= 1, miss_factor >= 1")
-        if objective not in ("throughput", "time") or not 0 < time_floor <= 1:
-            raise UsageError("mab needs objective throughput|time and 0 < time_floor <= 1")
-        self.deadline_s, self.c, self.discount, self.miss_factor = deadline_s, exploration, discount, miss_factor
-        self.objective, self.time_floor = objective, time_floor
+    def __init__(self, settings: "MABSettings | None" = None, *, deadline_s: float, cost: CostModel | None = None):
+        if not deadline_s > 0:
+            raise UsageError(f"mab needs a positive round deadline, got {deadline_s}")
+        super().__init__(settings, deadline_s=deadline_s, cost=cost)
+        s = self.settings = settings or MABSettings()
+        self.c, self.discount, self.miss_factor = s.exploration, s.discount, s.miss_factor
+        self.objective, self.time_floor = s.objective, s.time_floor
         self.count: dict[str, float] = {}
         self.total: dict[str, float] = {}
         self.samples: dict[str, float] = {}
@@ -297,19 +413,14 @@ class OortSelector(Selector):
     A missed deadline counts as a duration of ``miss_factor`` · deadline.
     """
 
-    def __init__(self, *, deadline_s: float | None = None, cost: CostModel | None = None, alpha: float = 2.0,
-                 epsilon: float = 0.9, epsilon_decay: float = 0.95, epsilon_min: float = 0.2,
-                 cut_off: float = 0.7, clip: float = 0.98, staleness: float = 0.1, percentile: float = 30.0,
-                 pacer_step: int = 20, pacer_delta: float = 5.0, sample_window: float = 5.0,
-                 miss_factor: float = 2.0):
-        if not (0 <= epsilon_min <= epsilon <= 1 and 0 < epsilon_decay <= 1 and 0 < clip <= 1 and pacer_step >= 1):
-            raise UsageError("oort needs 0 <= epsilon_min <= epsilon <= 1, 0 < epsilon_decay <= 1, "
-                             "0 < clip <= 1, pacer_step >= 1")
-        self.deadline_s, self.cost, self.alpha = deadline_s, cost, alpha
-        self.epsilon, self.epsilon_decay, self.epsilon_min = epsilon, epsilon_decay, epsilon_min
-        self.cut_off, self.clip, self.staleness = cut_off, clip, staleness
-        self.percentile, self.pacer_step, self.pacer_delta = percentile, pacer_step, pacer_delta
-        self.sample_window, self.miss_factor = sample_window, miss_factor
+    def __init__(self, settings: "OortSettings | None" = None, *, deadline_s: float | None = None,
+                 cost: CostModel | None = None):
+        super().__init__(settings, deadline_s=deadline_s, cost=cost)
+        s = self.settings = settings or OortSettings()
+        self.alpha, self.epsilon, self.epsilon_decay, self.epsilon_min = s.alpha, s.epsilon, s.epsilon_decay, s.epsilon_min
+        self.cut_off, self.clip, self.staleness = s.cut_off, s.clip, s.staleness
+        self.percentile, self.pacer_step, self.pacer_delta = s.percentile, s.pacer_step, s.pacer_delta
+        self.sample_window, self.miss_factor = s.sample_window, s.miss_factor
         self.arms: dict[str, _Arm] = {}
         self.round = 0
         self.exploited: list[str] = []

@@ -2,7 +2,7 @@
 
 Round life-cycle:
 
-    wait for `min_clients` joins (or `join_timeout_s`)
+    wait for `min_clients` joins (or `join_timeout_s`; nobody joined by then: give up and stop)
     → the selector picks k clients (`clients_per_round`, else ⌈fraction · roster⌉), send them the
       global parameters, arm the deadline timer
     → collect updates (wrong round, unknown sender or wrong shape: rejected and logged)
@@ -15,46 +15,56 @@ Selection is pluggable (`meshlearn.fl.selection`); the default `random` selector
 rng draws this server always made. Clients' fl.join meta goes to `selector.telemetry`.
 
 FedProx differs from FedAvg only in the clients' proximal term (`prox_mu` in fl.train).
-Resuming: pass `resume=(round, params)` and the server continues at round + 1.
+`RoundSettings` is the `[fl]` section of an experiment, taken whole. Resuming: pass `resume=(round, params)` and the server continues at round + 1.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import ProtocolError
 from meshlearn.fl import messages as kinds
-from meshlearn.fl.messages import Kinds
 from meshlearn.fl.aggregate import AGGREGATORS, check_update
+from meshlearn.fl.messages import Kinds, LocalTraining
 from meshlearn.fl.selection import ClientFeedback, RandomSelector, Selector
+from meshlearn.learn.tasks import EvalTask
 from meshlearn.node import Context, Node
 from meshlearn.wire import Message
 
-__all__ = ["FLServer", "ServerSettings"]
+__all__ = ["FLServer", "RoundSettings"]
 
 Params = dict[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    rounds: int = 30
-    fraction: float = 1.0  # share of joined clients selected each round
-    clients_per_round: int | None = None  # fixed k per round (capped at the roster); overrides fraction
-    min_clients: int = 2  # joins to wait for before round 1
-    join_timeout_s: float = 60.0  # start anyway after this long if ≥ 1 client joined
-    round_deadline_s: float = 60.0  # updates after this are late and ignored
-    min_completion: float = 0.5  # share of selected clients that must reply for the round to count
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    prox_mu: float = 0.0  # > 0 turns FedAvg into FedProx
-    aggregator: str = "fedavg"
+class RoundSettings(BaseModel):
+    """Round control and local SGD of server-based FL (the ``[fl]`` section of an experiment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rounds: int = Field(30, ge=1, description="communication rounds")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of joined clients selected per round")
+    clients_per_round: int | None = Field(None, ge=1, description="fixed k per round (capped at the clients "
+                                                                  "joined); unset = ⌈fraction · clients⌉")
+    epochs: int = Field(2, ge=1, description="local epochs per round")
+    batch_size: int = Field(16, ge=1, description="local minibatch size")
+    lr: float = Field(0.05, gt=0, description="client SGD learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="client SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="client SGD weight decay")
+    round_deadline_s: float = Field(30.0, gt=0, description="seconds the server waits for updates each round "
+                                                            "(also the deadline of deadline-aware selectors)")
+    min_completion: float = Field(0.5, gt=0, le=1, description="share of selected clients needed for a round "
+                                                              "to count")
+    join_timeout_s: float = Field(60.0, gt=0, description="start round 1 after this long even if not all "
+                                                          "clients joined; give up if none joined by then")
+
+    def training(self, prox_mu: float | None = None) -> LocalTraining:
+        """The local SGD every selected client runs (``prox_mu``: FedAvg/FedProx's proximal weight)."""
+        return LocalTraining(self.epochs, self.batch_size, self.lr, self.momentum, self.weight_decay, prox_mu)
 
 
 @dataclass
@@ -85,14 +95,15 @@ class FLServer(Node):
 
     KINDS: ClassVar[Kinds] = kinds.FL_KINDS
 
-    def __init__(self, node_id: str, params: Params, settings: ServerSettings, eval_task_factory,
-                 resume: tuple[int, Params] | None = None, selector: Selector | None = None):
+    def __init__(self, node_id: str, params: Params, settings: RoundSettings, *, min_clients: int = 1,
+                 eval_task: Callable[[Params], Any] = EvalTask, resume: tuple[int, Params] | None = None,
+                 selector: Selector | None = None, prox_mu: float = 0.0, aggregator: str = "mean"):
         super().__init__(node_id)
-        self.settings = settings
+        self.settings, self.min_clients, self.prox_mu = settings, min_clients, prox_mu
         self.selector = selector if selector is not None else RandomSelector()
         self.params = params
-        self.make_eval_task = eval_task_factory  # params -> task
-        self.aggregate = AGGREGATORS.get(settings.aggregator)
+        self.make_eval_task = eval_task  # params -> task
+        self.aggregate = AGGREGATORS.get(aggregator)
         self.roster: set[str] = set()
         self.round: _Round | None = None
         self.completed_round = resume[0] if resume else 0
@@ -100,6 +111,8 @@ class FLServer(Node):
             self.params = resume[1]
         self.started = False
         self.eval_task_id: int | None = None
+        self.gave_up: str | None = None  # why the server stopped before finishing its rounds
+        self.participation: dict[str, list[int]] = {}  # client -> [rounds selected, updates accepted]
         self._rx_mark = self._tx_mark = 0
 
     # ----- events -------------------------------------------------------------------------
@@ -123,7 +136,9 @@ class FLServer(Node):
         if name == "join_timeout" and not self.started and self.roster:
             self._begin_round(ctx)
         elif name == "join_timeout" and not self.started:
-            ctx.set_timer("join_timeout", self.settings.join_timeout_s)
+            self.gave_up = f"no client joined within fl.join_timeout_s = {self.settings.join_timeout_s:g} s"
+            ctx.log(self.gave_up, level="warning")
+            self._finish(ctx, self.gave_up)
         elif name == "deadline" and self.round is not None:
             self._close_round(ctx)
 
@@ -136,7 +151,7 @@ class FLServer(Node):
         self.roster.add(src)
         if msg.meta:
             self.selector.telemetry(src, msg.meta)
-        if not self.started and len(self.roster) >= self.settings.min_clients:
+        if not self.started and len(self.roster) >= self.min_clients:
             self._begin_round(ctx)
 
     def _on_update(self, ctx: Context, src: str, msg: Message) -> None:
@@ -177,9 +192,7 @@ class FLServer(Node):
         """Per-round state shared by every client's message (DS-FL: draw the open subset)."""
 
     def round_message(self, ctx: Context, number: int, client: str) -> Message:
-        s = self.settings
-        meta = dict(round=number, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum,
-                    weight_decay=s.weight_decay, prox_mu=s.prox_mu, seed=int(ctx.rng.integers(2**31)))
+        meta = {"round": number, **self.settings.training(self.prox_mu).to_meta(), "seed": int(ctx.rng.integers(2**31))}
         return Message(self.KINDS.round, meta, self.params)
 
     def accept(self, msg: Message) -> tuple[Any, int]:
@@ -207,6 +220,10 @@ class FLServer(Node):
         if not ok:
             ctx.log(f"round {rnd.number} failed: {len(rnd.updates)}/{len(rnd.selected)} updates", level="warning")
         self._round_ok = ok
+        for client in rnd.selected:
+            counts = self.participation.setdefault(client, [0, 0])
+            counts[0] += 1
+            counts[1] += client in rnd.updates
         missed = ClientFeedback(None)
         self.selector.feedback(rnd.number, {c: rnd.feedback.get(c, missed) for c in rnd.selected})
         self.conclude_round(ctx, rnd, ok)

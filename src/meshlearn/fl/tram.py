@@ -18,85 +18,56 @@ the holder routes around it. A holder that crashes with the token loses it (the 
 
 `bytes_total` is exact for every byte that touched the token: each holder adds the bytes it sent
 since it last held the token, and the receiver adds the frame size of the token message itself.
+A hop's training is a `HopTrainTask` (run by `meshlearn.learn.hop`). Settings: `TramSettings` (``[tram]``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.fl import spec
 from meshlearn.fl.aggregate import check_update
-from meshlearn.fl.decentral_settings import TramSettings
-from meshlearn.learn import EvalTask, TASK_HANDLERS, Workspace, initial_params
-from meshlearn.learn.params import Params, get_params, set_params
-from meshlearn.models.zoo import TRAIN_FLOPS_FACTOR
+from meshlearn.learn.params import Params
+from meshlearn.learn.tasks import EvalTask, HopTrainResult, HopTrainTask
 from meshlearn.node import Context, Node
 from meshlearn.registry import Registry
 from meshlearn.wire import Message
 
-__all__ = ["HELLO", "MODEL", "ACK", "DONE", "ROUTING", "RouteQuery", "projected_variance", "HopTrainTask",
-           "HopTrainResult", "TramNode", "build_tram", "node_classes", "COUNTER_KEY"]
+__all__ = ["HELLO", "MODEL", "ACK", "DONE", "ROUTING", "RouteQuery", "projected_variance", "TramNode", "TramSettings",
+           "build_tram", "node_classes", "COUNTER_KEY"]
 
 HELLO, MODEL, ACK, DONE = "tram.hello", "tram.model", "tram.ack", "tram.done"
 COUNTER_KEY = "tram.counter"  # the class counter rides in checkpoints beside the parameters
 
 
-# --------------------------------------------------------------------------- training a hop
+class TramSettings(BaseModel):
+    """One model token routed through the nodes; each holder trains a few minibatches and forwards it (``[tram]``).
 
+    Defaults follow research/techniques-nishio.md §3, with the learning rate re-tuned for digits + MLP
+    (benchmarks/bench_tram.py).
+    """
 
-@dataclass(frozen=True, eq=False, kw_only=True)
-class HopTrainTask:
-    """Train `params` on `batches` minibatches of `client`'s data (a fresh seeded shuffle each hop)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: ClassVar[str] = "tram_train"
-    client: str
-    params: dict[str, np.ndarray]
-    batches: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.0
-    seed: int
-
-    def flops(self, workspace: Workspace) -> int:
-        n = min(self.batches * self.batch_size, workspace.num_samples(self.client) * self.batches)
-        return TRAIN_FLOPS_FACTOR * workspace.flops_per_sample * n
-
-
-@dataclass(frozen=True, eq=False)
-class HopTrainResult:
-    params: dict[str, np.ndarray]
-    label_counts: np.ndarray  # (C,) int64: samples of each class used in this hop
-    loss: float
-
-
-@TASK_HANDLERS.register("tram_train")
-def _run_hop_train(ws: Workspace, task: HopTrainTask) -> HopTrainResult:
-    model = ws.model
-    set_params(model, task.params)
-    idx = ws.parts[task.client]
-    counts = np.zeros(ws.train.num_classes, dtype=np.int64)
-    if len(idx) == 0:
-        return HopTrainResult(get_params(model), counts, float("nan"))
-    gen = torch.Generator().manual_seed(task.seed)
-    order = torch.cat([torch.randperm(len(idx), generator=gen) for _ in range(task.batches)])
-    opt = torch.optim.SGD(model.parameters(), lr=task.lr, momentum=task.momentum)
-    model.train()
-    size, total = min(task.batch_size, len(idx)), 0.0
-    for b in range(task.batches):
-        rows = idx[order[b * size:(b + 1) * size].numpy()]
-        x, y = torch.from_numpy(ws.train.x[rows]), torch.from_numpy(ws.train.y[rows])
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
-        counts += np.bincount(ws.train.y[rows], minlength=len(counts))
-    return HopTrainResult(get_params(model), counts, total / task.batches)
+    routing: Literal["variance", "random", "cycle"] = Field(
+        "variance", description="next-hop policy: greedy class balancing, uniform random, fixed ring order")
+    transmissions: int = Field(100, ge=1, description="the run stops after this many model transmissions")
+    batches_per_hop: int = Field(1, ge=1, description="minibatches the holder trains before forwarding "
+                                                      "(spec INTERVAL)")
+    batch_size: int = Field(100, ge=1, description="minibatch size (spec BATCHSIZE)")
+    lr: float = Field(0.05, gt=0, description="SGD learning rate (spec: 0.005 for a CNN on MNIST; 0.05 suits "
+                                              "digits + MLP, see benchmarks/bench_tram.py)")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (momentum state does not travel)")
+    eval_every: int = Field(20, ge=1, description="evaluate the token's model every this many transmissions")
+    ack_timeout_s: float = Field(30.0, gt=0, description="virtual seconds to wait for the next hop's ack "
+                                                         "before routing around it")
+    hello_timeout_s: float = Field(10.0, gt=0, description="the origin launches the token when every node "
+                                                           "announced its classes, or after this long")
 
 
 # --------------------------------------------------------------------------- routing
@@ -336,31 +307,43 @@ def _ints(meta: dict, key: str, many: bool = False):
     raise ProtocolError(f"meta {key!r} must be {'a list of ints' if many else 'an int'}, got {value!r}")
 
 
-# --------------------------------------------------------------------------- builder
+# --------------------------------------------------------------------------- spec
 
 
-def node_classes(workspace: Workspace, client: str) -> list[int]:
+def node_classes(workspace: Any, client: str) -> list[int]:
     """The labels present in `client`'s partition (what the node announces)."""
     return sorted(int(c) for c in np.unique(workspace.train.y[workspace.parts[client]]))
 
 
-def build_tram(settings: TramSettings, common: Any, workspace: Workspace, client_ids: Sequence[str],
-               resume: tuple[int, dict[str, np.ndarray]] | None = None) -> tuple[list[TramNode], list[str]]:
+def build_tram(setup: spec.Setup) -> spec.Plan:
     """Tram-FL nodes, the first one the origin of the token; every node's stop() ends the run.
 
-    `common` is accepted for a uniform builder signature and not read. `resume=(transmissions,
-    tensors)` restarts the token at the origin with the checkpointed parameters and class counter.
+    A resumed run (``setup.resume = (transmissions, tensors)``) restarts the token at the origin
+    with the checkpointed parameters and class counter.
     """
-    if len(client_ids) < 2:
-        raise UsageError(f"Tram-FL needs at least 2 nodes, got {len(client_ids)}")
-    params, hop, counter = initial_params(workspace), 0, None
-    if resume is not None:
-        hop, tensors = resume
+    ws, ids, settings = setup.workspace, setup.client_ids, setup.settings
+    if len(ids) < 2:
+        raise UsageError(f"Tram-FL needs at least 2 nodes, got {len(ids)}")
+    params, hop, counter = setup.initial_params(), 0, None
+    if setup.resume is not None:
+        hop, tensors = setup.resume
         tensors = dict(tensors)
-        counter = np.asarray(tensors.pop(COUNTER_KEY, np.zeros(workspace.train.num_classes)), dtype=np.int64)
+        counter = np.asarray(tensors.pop(COUNTER_KEY, np.zeros(ws.train.num_classes)), dtype=np.int64)
         check_update(params, tensors)
         params = tensors
-    nodes = [TramNode(c, client_ids, node_classes(workspace, c), settings, params,
-                      num_classes=workspace.train.num_classes, origin=i == 0, start_hop=hop, counter=counter)
-             for i, c in enumerate(client_ids)]
-    return nodes, list(client_ids)
+    nodes = [TramNode(c, ids, node_classes(ws, c), settings, params, num_classes=ws.train.num_classes, origin=i == 0,
+                      start_hop=hop, counter=counter) for i, c in enumerate(ids)]
+    return spec.Plan(nodes, progress=lambda: max(n.max_hop for n in nodes), stop_on=list(ids))
+
+
+_ALONE = "Tram-FL routes one token through every node"
+spec.register(spec.AlgorithmSpec(
+    "tram", "one model routed through the nodes, trained a little at each (variance / cycle / random routing)",
+    build_tram, section="tram", settings=TramSettings, rounds=lambda c: c.tram.transmissions,
+    horizon_s=lambda c: 4.0 * c.tram.transmissions * c.tram.ack_timeout_s, resumable=False, server=False,
+    ignores={"fl": "the token's training is set in [tram] (batch_size, lr, batches_per_hop)",
+             "selection": f"{_ALONE}; there is no server to select clients",
+             "network.topology": f"{_ALONE}: any node may send it to any other",
+             "network.topology_params": f"{_ALONE}: any node may send it to any other",
+             "network.uplink_loss": "there is no server, so no uplink", "network.downlink_loss": "there is no server, "
+             "so no downlink"}))

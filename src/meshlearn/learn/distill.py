@@ -9,74 +9,20 @@ Distillation-based FL (DS-FL, FD) and decentralized consensus distillation (CMFD
 
 `targets` are probability vectors (n, C). KL trains log-softmax outputs towards them (DS-FL);
 MSE trains softmax outputs towards them (CMFD's consensus step). Both are deterministic given
-the task, like every task.
+the task, like every task. The records live in ``tasks.py``; this module runs them.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from meshlearn.errors import UsageError
-from meshlearn.learn.params import get_params, set_params
-from meshlearn.learn.tasks import TrainResult
-from meshlearn.learn.workspace import TASK_HANDLERS
-from meshlearn.models.zoo import TRAIN_FLOPS_FACTOR
+from meshlearn.learn.torchio import get_params, set_params
+from meshlearn.learn.tasks import DistillTask, PredictResult, PredictTask, TrainResult
+from meshlearn.learn.workspace import TASK_HANDLERS, Workspace
 
-if TYPE_CHECKING:
-    from meshlearn.learn.workspace import Workspace
-
-__all__ = ["PredictTask", "PredictResult", "DistillTask"]
-
-
-@dataclass(frozen=True, eq=False)
-class PredictTask:
-    """Class probabilities (softmax) and logits of `params` on rows `indices` of the open set."""
-
-    kind: ClassVar[str] = "predict"
-    params: dict[str, np.ndarray]
-    indices: np.ndarray
-
-    def flops(self, workspace: Workspace) -> int:
-        return workspace.flops_per_sample * len(self.indices)
-
-
-@dataclass(frozen=True, eq=False)
-class PredictResult:
-    probs: np.ndarray  # (n, C) float32, rows sum to 1
-    logits: np.ndarray  # (n, C) float32
-
-
-@dataclass(frozen=True, eq=False, kw_only=True)
-class DistillTask:
-    """Train `params` so its outputs on open rows `indices` match `targets` (n, C probabilities)."""
-
-    kind: ClassVar[str] = "distill"
-    client: str
-    params: dict[str, np.ndarray]
-    indices: np.ndarray
-    targets: np.ndarray
-    loss: Literal["kl", "mse"] = "kl"
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.0
-    seed: int
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("kl", "mse"):
-            raise UsageError(f"DistillTask loss must be 'kl' or 'mse', got {self.loss!r}")
-        if len(self.indices) != len(self.targets):
-            raise UsageError(f"DistillTask has {len(self.indices)} indices but {len(self.targets)} target rows")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise UsageError("DistillTask needs epochs >= 0, batch_size >= 1 and lr > 0")
-
-    def flops(self, workspace: Workspace) -> int:
-        return TRAIN_FLOPS_FACTOR * workspace.flops_per_sample * len(self.indices) * self.epochs
+__all__ = ["run_predict", "run_distill"]
 
 
 @TASK_HANDLERS.register("predict")

@@ -12,73 +12,20 @@ is pulled towards the global mean logit vector of its *true* label, where the se
            logit gap, so confident models with large logits need a small lr·beta or it diverges
  After training, one eval-mode pass over the client's data gives the per-label
 mean logits (`label_logits[c]`, zeros where `label_counts[c] == 0`) that the client uploads.
-Importing this module registers the kind "train_fd" in `TASK_HANDLERS`.
+The records live in `tasks.py`; importing this module registers the handler of "train_fd".
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from meshlearn.errors import UsageError
-from meshlearn.learn.params import get_params, set_params
-from meshlearn.learn.workspace import TASK_HANDLERS
-from meshlearn.models.zoo import TRAIN_FLOPS_FACTOR
+from meshlearn.learn.torchio import get_params, set_params
+from meshlearn.learn.tasks import FDTrainResult, FDTrainTask
+from meshlearn.learn.workspace import TASK_HANDLERS, Workspace
 
-if TYPE_CHECKING:
-    from meshlearn.learn.workspace import Workspace
-
-__all__ = ["FDTrainTask", "FDTrainResult", "label_logits"]
-
-
-@dataclass(frozen=True, eq=False, kw_only=True)
-class FDTrainTask:
-    """Train `params` on `client`'s partition with CE + beta · MSE towards `teacher[y]` (where `teacher_mask[y]`)."""
-
-    kind: ClassVar[str] = "train_fd"
-    client: str
-    params: dict[str, np.ndarray]
-    teacher: np.ndarray  # (C, C) float32: row c = global mean logits of label c
-    teacher_mask: np.ndarray  # (C,) bool: rows of `teacher` that exist
-    beta: float
-    loss: Literal["kl", "mse"] = "kl"
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    seed: int
-
-    def __post_init__(self) -> None:
-        c = len(self.teacher_mask)
-        if np.shape(self.teacher) != (c, c) or np.ndim(self.teacher_mask) != 1:
-            raise UsageError(f"FDTrainTask needs teacher (C, C) and teacher_mask (C,), got {np.shape(self.teacher)} "
-                             f"and {np.shape(self.teacher_mask)}")
-        if self.loss not in ("kl", "mse"):
-            raise UsageError(f"FDTrainTask loss must be 'kl' or 'mse', got {self.loss!r}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.beta < 0 or not 0 <= self.momentum < 1:
-            raise UsageError("FDTrainTask needs epochs >= 0, batch_size >= 1, lr > 0, beta >= 0, 0 <= momentum < 1")
-
-    def flops(self, workspace: Workspace) -> int:
-        """Training passes plus the final forward pass that measures per-label logits."""
-        n = workspace.num_samples(self.client)
-        return workspace.flops_per_sample * n * (TRAIN_FLOPS_FACTOR * self.epochs + 1)
-
-
-@dataclass(frozen=True, eq=False)
-class FDTrainResult:
-    """Trained parameters and the per-label mean logits of the trained model on the client's data."""
-
-    params: dict[str, np.ndarray]
-    num_samples: int
-    loss: float  # mean total loss (CE + beta · D) over the last epoch; NaN if no step
-    steps: int
-    label_logits: np.ndarray  # (C, C) float32
-    label_counts: np.ndarray  # (C,) int64
+__all__ = ["label_logits", "run_fd_train"]
 
 
 def label_logits(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

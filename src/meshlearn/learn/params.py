@@ -2,7 +2,8 @@
 
 This is the form parameters take in tasks, messages and aggregation. ``set_params`` is the
 gate where a peer's update meets a model, so a wrong key or shape raises ``ProtocolError``
-(a peer misbehaved), never a torch error.
+(a peer misbehaved), never a torch error. Importing this module does not import torch: nodes
+average and compare parameters without the learning stack.
 """
 
 from __future__ import annotations
@@ -10,26 +11,15 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from meshlearn.errors import ProtocolError, UsageError
 
-__all__ = ["Params", "get_params", "set_params", "weighted_average", "l2_distance"]
+__all__ = ["Params", "weighted_average", "l2_distance", "mismatches"]
 
 Params = dict[str, np.ndarray]
 
 
-def get_params(model: nn.Module) -> Params:
-    """Copies of the model's state_dict (floating tensors as float32), in state_dict order."""
-    out: Params = {}
-    for key, tensor in model.state_dict().items():
-        array = tensor.detach().cpu().numpy()
-        out[key] = array.astype(np.float32) if array.dtype.kind == "f" else array.copy()
-    return out
-
-
-def _mismatches(expected: Mapping[str, tuple[int, ...]], params: Mapping[str, np.ndarray]) -> list[str]:
+def mismatches(expected: Mapping[str, tuple[int, ...]], params: Mapping[str, np.ndarray]) -> list[str]:
     problems = [f"missing {k}" for k in expected if k not in params]
     problems += [f"unexpected {k}" for k in params if k not in expected]
     for key, shape in expected.items():
@@ -43,17 +33,6 @@ def _mismatches(expected: Mapping[str, tuple[int, ...]], params: Mapping[str, np
     return problems
 
 
-def set_params(model: nn.Module, params: Mapping[str, np.ndarray]) -> None:
-    """Load ``params`` into ``model`` in place; raise ProtocolError listing any key/shape mismatch."""
-    state = model.state_dict()
-    problems = _mismatches({k: tuple(v.shape) for k, v in state.items()}, params)
-    if problems:
-        raise ProtocolError(f"parameters do not fit the model: {'; '.join(problems)}")
-    with torch.no_grad():
-        for key, tensor in state.items():
-            tensor.copy_(torch.as_tensor(np.asarray(params[key])))
-
-
 def weighted_average(params_list: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> Params:
     """sum_i w_i * p_i / sum_i w_i per key, accumulated in float64, returned as float32."""
     if not params_list or len(params_list) != len(weights):
@@ -64,7 +43,7 @@ def weighted_average(params_list: Sequence[Mapping[str, np.ndarray]], weights: S
         raise UsageError(f"weights must be finite, non-negative and not all zero, got {list(weights)}")
     reference = {k: tuple(np.shape(v)) for k, v in params_list[0].items()}
     for i, p in enumerate(params_list[1:], start=1):
-        problems = _mismatches(reference, p)
+        problems = mismatches(reference, p)
         if problems:
             raise ProtocolError(f"parameter set {i} differs from set 0: {'; '.join(problems)}")
     out: Params = {}

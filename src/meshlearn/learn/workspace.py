@@ -17,16 +17,17 @@ from torch import nn
 
 from meshlearn.data.datasets import Dataset
 from meshlearn.errors import UsageError
-from meshlearn.learn.params import Params, get_params, set_params
+from meshlearn.learn.params import Params
+from meshlearn.learn.torchio import get_params, set_params
 from meshlearn.learn.tasks import EvalResult, EvalTask, Result, Task, TrainResult, TrainTask
 from meshlearn.models.zoo import build_model, flops_per_sample
 from meshlearn.registry import Registry
 
-__all__ = ["TASK_HANDLERS", "Workspace", "initial_params"]
+__all__ = ["TASK_HANDLERS", "Workspace", "initial_params", "use_threads", "warm_up"]
 
-# kind -> handler(workspace, task) -> result. Modules that add task kinds register here
-# (meshlearn.learn.distill does); Workspace.run looks the kind up.
-TASK_HANDLERS: Registry = Registry("tasks")
+# kind -> handler(workspace, task) -> result. Every module of meshlearn.learn that runs a task kind
+# registers its handler here (distill.py, fd_tasks.py, hop.py); Workspace.run looks the kind up.
+TASK_HANDLERS: Registry = Registry("tasks", discover="meshlearn.learn")
 
 
 class Workspace:
@@ -184,3 +185,13 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: to
 def initial_params(workspace: Workspace) -> Params:
     """The round-0 global parameters: the model built from the workspace's model seed."""
     return get_params(workspace.build())
+
+
+def use_threads(n: int) -> None:
+    """Run torch's intra-op work on ``n`` threads (its default spins one per core in every process)."""
+    torch.set_num_threads(int(n))
+
+
+def warm_up(workspace: Workspace) -> None:
+    """Pay torch's one-time optimizer import (~2 s) now, not inside the first round's deadline."""
+    torch.optim.SGD(workspace.model.parameters(), lr=0.1)

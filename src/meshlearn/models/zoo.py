@@ -16,12 +16,9 @@ from torch import nn
 from meshlearn.errors import UsageError
 from meshlearn.registry import Registry, check_params
 
-__all__ = ["MODELS", "build_model", "count_params", "flops_per_sample", "TRAIN_FLOPS_FACTOR"]
+__all__ = ["MODELS", "build_model", "count_params", "flops_per_sample"]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("models")
-
-# One training step (forward + backward) costs about three forward passes.
-TRAIN_FLOPS_FACTOR = 3
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -88,7 +85,7 @@ def _layer_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: to
 def flops_per_sample(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Forward FLOPs for one sample (Linear and Conv2d multiply-adds x 2; activations ignored).
 
-    Training costs about ``TRAIN_FLOPS_FACTOR`` (3) times this per sample.
+    Training costs about ``meshlearn.learn.tasks.TRAIN_FLOPS_FACTOR`` (3) times this per sample.
     """
     total = [0]
 

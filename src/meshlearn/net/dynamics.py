@@ -18,6 +18,8 @@ static profile.
 
 Runtimes sample a profile when an activity starts. A task runs at the compute speed of the moment
 it was submitted, and a transfer at the bandwidth of the moment it was sent.
+
+``DynamicsSettings`` is the config section (``[selection.dynamics]``) that builds the process.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from dataclasses import replace
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from meshlearn.errors import UsageError
 from meshlearn.net.devices import DeviceProfile
 
-__all__ = ["DeviceDynamics", "ResourceProcess", "period_rng"]
+__all__ = ["DeviceDynamics", "DynamicsSettings", "ResourceProcess", "period_rng"]
 
 
 class DeviceDynamics(Protocol):
@@ -140,3 +143,39 @@ def _check(period_s: float, classes: Sequence[float], stay: float, jitter: float
         raise UsageError(f"stay is a probability in [0, 1], got {stay}")
     if not (jitter >= 0 and math.isfinite(jitter)):
         raise UsageError(f"jitter is a lognormal sigma >= 0, got {jitter}")
+
+
+class DynamicsSettings(BaseModel):
+    """Fluctuating resources: Markov throughput classes + lognormal compute jitter (``[selection.dynamics]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="clients' compute and bandwidth change over time; false = static")
+    period_s: float = Field(60.0, gt=0, description="virtual seconds between redraws of each client's state")
+    classes: list[float] = Field([0.2, 0.5, 1.0], min_length=1, description="bandwidth multipliers of the "
+                                                                            "throughput classes")
+    stay: float = Field(0.8, ge=0, le=1, description="probability a client keeps its class into the next period")
+    jitter: float = Field(0.3, ge=0, description="lognormal sigma of the per-period compute-speed multiplier")
+
+    @field_validator("classes")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if not all(c > 0 and math.isfinite(c) for c in value):
+            raise ValueError(f"classes are positive multipliers, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _used(self) -> "DynamicsSettings":
+        changed = [k for k, f in type(self).model_fields.items() if k != "enabled" and getattr(self, k) != f.default]
+        if changed and not self.enabled:
+            raise ValueError(f"{', '.join(changed)} set but enabled = false: nothing fluctuates; set enabled = true "
+                             "or drop them")
+        return self
+
+    def make_process(self, base: Mapping[str, DeviceProfile],
+                     seed_seq: np.random.SeedSequence) -> ResourceProcess | None:
+        """The process over ``base`` (the clients; leave the server out), or None when disabled."""
+        if not self.enabled:
+            return None
+        return ResourceProcess(base, seed_seq, period_s=self.period_s, classes=self.classes, stay=self.stay,
+                               jitter=self.jitter)

@@ -18,7 +18,8 @@ Where things live (techniques-mizutani.md §1, §2, §5); this package imports n
   ``DsmlSettings``). The FL algorithm over it is ``meshlearn.fl.dsml``.
 * ``simnet.py``: the simulation set-up every driver shares (a network with one access link per
   node, so 10,000 nodes stay cheap; the cluster key on every frame).
-* ``experiment.py``: one TOML file per overlay experiment (``OverlayExperiment``, ``run_overlay``).
+* ``studies.py``: the registry every driver registers its study in; the ``overlay`` experiment kind
+  (``meshlearn.experiment.overlay``) runs them from one TOML file.
 
 Layering: protocol modules import only each other, ``meshlearn.node``, ``meshlearn.wire`` and
 ``meshlearn.errors``; never a driver, the simulator, the asyncio runtime, the store, config or fl

@@ -47,9 +47,8 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from meshlearn.config.problems import problems_from
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.net.devices import DeviceProfile, compute_time
 from meshlearn.net.link import Link
@@ -75,7 +74,10 @@ _MAX_PACKETS = 0xFFFF  # index and total are u16
 
 
 class ChannelSpec(BaseModel):
-    """How the cut tensor crosses the network. Invalid values raise :class:`UsageError`."""
+    """How the cut tensor crosses the network.
+
+    Invalid values raise pydantic's ValidationError (a ValueError); the config layer reports them
+    as one ``key: reason`` line (``meshlearn.config.validate_config``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,13 +100,6 @@ class ChannelSpec(BaseModel):
         "none", description="scale survivors by 1/(1-p): p observed per tensor, or rescale_p")
     rescale_p: float = Field(0.0, ge=0, lt=1, description="p for rescale='fixed'")
 
-    def __init__(self, **data: Any):
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:  # one line: "key: reason; key: reason"
-            problems = "; ".join(f"{key or '(top level)'}: {reason}"
-                                 for key, reason, _ in problems_from(ChannelSpec, exc))
-            raise UsageError(f"invalid ChannelSpec: {problems}") from None
 
     @field_validator("quant", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -213,16 +213,20 @@ def split_cnn(input_shape: tuple[int, ...], num_classes: int, channels: Sequence
 
 
 def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
-                   lr: float = 2e-3, batch_size: int = 64) -> nn.Module:
+                   lr: float = 2e-3, batch_size: int = 64,
+                   progress: Callable[[int, int], None] | None = None) -> nn.Module:
     """Plain Adam on cross-entropy in seeded mini-batches; leaves ``model`` in eval mode.
 
-    The one training loop of the split experiments (benchmarks, ``meshlearn split train``, NASC)."""
+    The one training loop of the split experiments (benchmarks, ``meshlearn split train``, NASC);
+    ``progress(epoch, epochs)`` after every epoch."""
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
+        if progress is not None:
+            progress(epoch + 1, epochs)
     return model.eval()

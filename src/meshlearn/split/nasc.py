@@ -28,7 +28,7 @@ the upper bound of its drop, ``mean(d) + z_c * std(d) / sqrt(n)`` over the paire
 differences d = reference correct - candidate correct (one-sided normal bound, z_0.95 = 1.645),
 is at most ``max_drop``; c = 0.5 is the point estimate.
 
-``FinetuneEstimator`` (the real one) trains the base model, then per (cut, k) fine-tunes the model
+``FinetuneEstimator`` (the real one, in ``nasc_estimator.py``) trains the base model, then per (cut, k) fine-tunes the model
 with the bottleneck inserted end to end for ``finetune_epochs`` (cached per (cut, k, fold): one
 training serves every quantization). A candidate's correctness is measured with its cut
 tensor quantized as on the wire (``simulate_batch``, nothing lost) on samples its models never
@@ -62,25 +62,24 @@ import math
 import time
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Callable, Literal, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, Protocol, Sequence
 
 import numpy as np
-import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from meshlearn.config.problems import problems_from
 from meshlearn.errors import UsageError
-from meshlearn.models.zoo import flops_per_sample
 from meshlearn.net.devices import DeviceProfile
 from meshlearn.net.packetizer import DEFAULT_HEADER_BYTES
 from meshlearn.split.channel import HEADER, ChannelSpec, Latency, end_to_end_latency, packet_plan, simulate_batch
-from meshlearn.split.model import SplitPoint, fit_classifier, make_bottleneck, split_model, split_points
 from meshlearn.wire.quant import reject_old_name
 
+if TYPE_CHECKING:
+    from meshlearn.split.model import SplitPoint
+
 __all__ = [
-    "Candidate", "CandidateCost", "NascSettings", "Estimator", "FinetuneEstimator", "channel_spec", "wire_bytes",
+    "Candidate", "CandidateCost", "NascSettings", "Estimator", "channel_spec", "wire_bytes",
     "candidate_costs", "feasible", "drop_bound", "Score", "exhaustive_search", "latency_ordered_search",
-    "stratified_folds", "Fold", "build_estimator", "search",
+    "build_estimator", "search",
 ]
 
 Quant = Literal["fp32", "fp16", "uniform"]
@@ -101,7 +100,7 @@ class Candidate(NamedTuple):
 class NascSettings(BaseModel):
     """What to search over and under which device, link and accuracy constraint.
 
-    Invalid values raise :class:`UsageError`.
+    Invalid values raise pydantic's ValidationError (a ValueError); configs report them as ``key: reason``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -112,11 +111,11 @@ class NascSettings(BaseModel):
     latency_s: float = Field(0.01, ge=0, description="one-way propagation delay of the link, seconds")
     mtu: int = Field(1500, gt=0, description="datagram size on the wire incl. header_bytes, bytes")
     header_bytes: int = Field(DEFAULT_HEADER_BYTES, ge=0, description="per-packet IP+UDP header bytes")
-    max_drop: float = Field(1.0, ge=0, le=100,
+    max_drop: float = Field(0.5, ge=0, le=100,
                             description="largest accepted accuracy loss vs the unsplit model, percentage points")
     cuts: tuple[str, ...] | None = Field(None, description="layers to cut after; None = every split point")
     bottlenecks: tuple[int | None, ...] = Field(
-        (None, 1, 2, 4, 8, 16), description="bottleneck widths k to try; None = no bottleneck; "
+        (None, 1, 2, 4, 8, 16), description="bottleneck widths k to try; None (\"none\" in a file) = no bottleneck; "
                                             "widths >= the cut's channels are skipped")
     quants: tuple[Quant, ...] = Field(("fp32", "fp16", "uniform"),
                                       description="wire encodings to try (uniform: 8-bit min-max)")
@@ -129,18 +128,11 @@ class NascSettings(BaseModel):
     finetune_epochs: int = Field(10, ge=1, description="epochs to fine-tune each bottleneck model end to end")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training set held out for the search "
                                                              "(folds = 1 only)")
-    folds: int = Field(1, ge=1, le=50, description="1: one held-out validation split; K >= 2: K-fold "
+    folds: int = Field(5, ge=1, le=50, description="1: one held-out validation split; K >= 2: K-fold "
                                                    "cross-validation over the whole training set")
-    confidence: float = Field(0.5, ge=0.5, lt=1, description="one-sided confidence of the drop's upper bound "
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of the drop's upper bound "
                                                              "that must stay <= max_drop; 0.5 = point estimate")
 
-    def __init__(self, **data: Any):
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:  # one line: "key: reason; key: reason"
-            problems = "; ".join(f"{key or '(top level)'}: {reason}"
-                                 for key, reason, _ in problems_from(NascSettings, exc))
-            raise UsageError(f"invalid NascSettings: {problems}") from None
 
     @field_validator("quants", mode="before")
     @classmethod
@@ -149,6 +141,18 @@ class NascSettings(BaseModel):
             for quant in value:
                 reject_old_name(quant, "int8", "'uniform' (8-bit min-max)")
         return value
+
+    @field_validator("bottlenecks", mode="before")
+    @classmethod
+    def _none_spelled(cls, value: object) -> object:
+        """TOML has no null: a config file spells "no bottleneck" as "none"."""
+        if isinstance(value, (list, tuple)):
+            return tuple(None if isinstance(v, str) and v.lower() == "none" else v for v in value)
+        return value
+
+    @field_serializer("bottlenecks")
+    def _none_as_text(self, value: tuple) -> list:
+        return ["none" if k is None else k for k in value]
 
     @field_validator("bottlenecks", "quants")
     @classmethod
@@ -214,6 +218,9 @@ class CandidateCost:
 
 
 def _bottleneck_flops(point: SplitPoint, k: int) -> tuple[tuple[int, ...], int, int]:
+    from meshlearn.models.zoo import flops_per_sample
+    from meshlearn.split.model import make_bottleneck
+
     encoder, decoder = make_bottleneck(point.shape, k)
     shape = (k, *point.shape[1:])
     return shape, flops_per_sample(encoder, point.shape), flops_per_sample(decoder, shape)
@@ -359,132 +366,10 @@ def latency_ordered_search(costs: Sequence[CandidateCost], run: _Run) -> Candida
 # ---------------------------------------------------------------- the real estimator
 
 
-def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold id (0 .. folds-1) of every sample: each class is shuffled (seeded) and dealt round-robin,
-    continuing the deal across classes, so folds differ by at most one sample overall."""
-    y = np.asarray(y)
-    if not 2 <= folds <= len(y):
-        raise UsageError(f"folds must be in [2, {len(y)}] for {len(y)} samples, got {folds}")
-    rng = np.random.default_rng(seed)
-    out = np.empty(len(y), np.int64)
-    dealt = 0
-    for label in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == label))
-        out[idx] = (dealt + np.arange(len(idx))) % folds
-        dealt += len(idx)
-    return out
+def build_estimator(settings: NascSettings, seed: int):
+    """The real estimator for ``settings`` (a ``nasc_estimator.FinetuneEstimator``; trains the base model(s) now)."""
+    from meshlearn.split.nasc_estimator import FinetuneEstimator
 
-
-class Fold(NamedTuple):
-    """Indices into the training set: what a fold's models train on and what they predict."""
-
-    train: np.ndarray
-    held: np.ndarray
-
-
-class FinetuneEstimator:
-    """Accuracy of candidates by (cross-)validation on ``settings.dataset`` (see the module doc).
-
-    ``folds`` lists each fold's (train, held) training-set indices; ``correct``, ``__call__`` and
-    ``reference`` use the held-out samples (``eval_idx``, fold after fold), ``test_accuracy`` and
-    ``test_reference`` the test split with the final models (``split_model(cut, k)``, fold None).
-    Models are cached per (cut, k, fold), so the estimator can be shared by several searches
-    (``trainings`` counts the fine-tunes actually run).
-    """
-
-    def __init__(self, settings: NascSettings, seed: int):
-        from meshlearn.data import load_dataset
-        from meshlearn.data.datasets import stratified_split
-
-        self.settings, self.seed = settings, int(seed)
-        train_set, test_set = load_dataset(settings.dataset, seed=self.seed)
-        self.x, self.y = torch.from_numpy(train_set.x), torch.from_numpy(train_set.y)
-        self.test = (torch.from_numpy(test_set.x), test_set.y)
-        self.input_shape, self.num_classes = tuple(train_set.input_shape), train_set.num_classes
-        if settings.folds == 1:
-            self.folds = [Fold(*stratified_split(train_set.y, settings.val_fraction, self.seed))]
-        else:
-            fold_of = stratified_folds(train_set.y, settings.folds, self.seed)
-            self.folds = [Fold(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f))
-                          for f in range(settings.folds)]
-        self.eval_idx = np.concatenate([f.held for f in self.folds])
-        self._models: dict[tuple[str | None, int | None, int | None], torch.nn.Module] = {}
-        self.trainings = 0
-        self.points = split_points(self.base(0), self.input_shape)
-        self.reference_correct = self.correct(None)
-        self.reference = float(self.reference_correct.mean())
-
-    def _fold(self, fold: int | None) -> int | None:
-        """Fold None is the final model; with one fold that is fold 0's model (trained on its train part)."""
-        return 0 if fold is None and len(self.folds) == 1 else fold
-
-    def _train_idx(self, fold: int | None) -> np.ndarray:
-        return np.arange(len(self.y)) if fold is None else self.folds[fold].train
-
-    def _seed(self, fold: int | None) -> int:
-        return self.seed if fold is None or len(self.folds) == 1 else self.seed + 1_000_003 * (fold + 1)
-
-    def base(self, fold: int | None = None) -> torch.nn.Module:
-        """The unsplit model of ``fold`` (None: the final one), trained on first use."""
-        from meshlearn.models import build_model
-
-        fold = self._fold(fold)
-        key = (None, None, fold)
-        if key not in self._models:
-            idx, seed = self._train_idx(fold), self._seed(fold)
-            model = build_model(self.settings.model, self.input_shape, self.num_classes, seed=seed)
-            self._models[key] = fit_classifier(model, self.x[idx], self.y[idx], epochs=self.settings.epochs,
-                                               seed=seed, lr=2e-3)
-        return self._models[key]
-
-    def split_model(self, cut: str, k: int | None, fold: int | None = None) -> torch.nn.Module:
-        """``fold``'s base model cut after ``cut``, with a fine-tuned width-k bottleneck if k is given."""
-        fold = self._fold(fold)
-        key = (cut, k, fold)
-        if key not in self._models:
-            base, idx = self.base(fold), self._train_idx(fold)
-            model = split_model(base, cut, self.input_shape, bottleneck=k, seed=self.seed)
-            if k is not None:
-                fit_classifier(model, self.x[idx], self.y[idx], epochs=self.settings.finetune_epochs,
-                               seed=self._seed(fold) + 7919 * (k + 1), lr=1e-3)
-                self.trainings += 1
-            self._models[key] = model
-        return self._models[key]
-
-    def _predict(self, candidate: Candidate | None, fold: int | None, x: torch.Tensor) -> np.ndarray:
-        # get (and so train) the model before no_grad
-        if candidate is None:
-            base = self.base(fold)
-            with torch.no_grad():
-                return base(x).argmax(1).numpy()
-        model = self.split_model(candidate.cut, candidate.bottleneck, fold)
-        spec = channel_spec(self.settings, candidate.quant)
-        with torch.no_grad():
-            z = model.encode(x).numpy()
-            _, _, packets = packet_plan(model.cut_numel, spec)
-            z_hat, _ = simulate_batch(z, spec, np.ones((len(z), packets), bool))
-            return model.decode(torch.from_numpy(z_hat)).argmax(1).numpy()
-
-    def correct(self, candidate: Candidate | None) -> np.ndarray:
-        """Per held-out sample (order ``eval_idx``): did the candidate (None: unsplit) predict right?"""
-        parts = [self._predict(candidate, f, self.x[fold.held]) == self.y[fold.held].numpy()
-                 for f, fold in enumerate(self.folds)]
-        return np.concatenate(parts)
-
-    def __call__(self, candidate: Candidate) -> float:
-        return float(self.correct(candidate).mean())
-
-    def test_accuracy(self, candidate: Candidate | None) -> float:
-        x, y = self.test
-        return float((self._predict(candidate, None, x) == y).mean())
-
-    @property
-    def test_reference(self) -> float:
-        return self.test_accuracy(None)
-
-
-def build_estimator(settings: NascSettings, seed: int) -> FinetuneEstimator:
-    """The real estimator for ``settings`` (trains the base model(s) now)."""
     return FinetuneEstimator(settings, seed)
 
 

@@ -36,7 +36,12 @@ def _with_metrics(run: Run, use: Any) -> Any:
 
 
 def _csv_value(value: Any) -> Any:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    """Empty for missing / NaN; whole numbers (counts, bytes) without a trailing ``.0``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def export_csv(run: Run, path: str | Path | None = None, keys: Sequence[str] | None = None) -> Path:

@@ -23,14 +23,16 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from meshlearn.errors import StoreError
-from meshlearn.store import checkpoints
 from meshlearn.store.files import atomic_write_text, read_json, utc_now, write_json
 from meshlearn.store.metrics import MetricsDB
+
+if TYPE_CHECKING:  # checkpoints (numpy, safetensors) load when a run saves or reads one
+    import numpy as np
+
+    from meshlearn.store.checkpoints import Checkpoint
 
 __all__ = ["RunStore", "Run", "RunInfo", "ENV_VAR", "package_versions"]
 
@@ -147,10 +149,14 @@ class Run:
 
     def save_checkpoint(self, round: int, tensors: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> Path:
         """Atomically write the checkpoint of ``round``; keeps the newest 3."""
+        from meshlearn.store import checkpoints
+
         return checkpoints.save_checkpoint(self.checkpoint_dir, round, tensors, meta or {}, _KEEP_CHECKPOINTS)
 
-    def latest_checkpoint(self) -> checkpoints.Checkpoint | None:
+    def latest_checkpoint(self) -> Checkpoint | None:
         """``(round, tensors, meta)`` of the newest intact checkpoint, or None."""
+        from meshlearn.store import checkpoints
+
         return checkpoints.latest_checkpoint(self.checkpoint_dir)
 
     # ------------------------------------------------------------------ lifecycle

@@ -1,6 +1,7 @@
 """meshlearn.wire: the one encoding of everything nodes exchange and store.
 
 * :class:`Message` (``message.py``): kind + JSON meta + named numpy tensors;
+* :class:`MetaRecord` (``meta.py``): typed instructions carried in meta, checked on arrival;
 * quantisation schemes (``quant.py``): the one registry of named lossy encodings (fp32, fp16,
   int8, simplex8, uniform) with their error bounds, used by FL tensors, soft labels and the split
   channel;
@@ -12,7 +13,6 @@
 * frames (``frame.py``): source id, length, optional HMAC; what sockets carry and what the
   simulator counts, so simulated bytes equal real bytes;
 * files (``files.py``): safetensors checkpoints written atomically;
-* torch bridges (``torchio.py``): state dicts <-> numpy dicts (torch imported lazily).
 
 Typical use::
 
@@ -33,10 +33,10 @@ from meshlearn.wire.envelope import (
 from meshlearn.wire.files import load_tensors, save_tensors
 from meshlearn.wire.frame import DEFAULT_MAX_FRAME_BYTES, HEADER_SIZE, MAC_SIZE, FrameCodec
 from meshlearn.wire.message import Message
+from meshlearn.wire.meta import MetaRecord
 from meshlearn.wire.packet import Packet, decode_payload, encode_payload, register_packet
 from meshlearn.wire.quant import QUANT_SCHEMES, QuantScheme, Quantized, get_scheme
 from meshlearn.wire.tensors import SUPPORTED_DTYPES, TensorCodec, decode_tensor, encode_tensor
-from meshlearn.wire.torchio import numpy_to_state, state_to_numpy
 
 __all__ = [
     "COMPRESSORS",
@@ -49,6 +49,7 @@ __all__ = [
     "MAC_SIZE",
     "MAX_HEADER_BYTES",
     "Message",
+    "MetaRecord",
     "Packet",
     "QUANT_SCHEMES",
     "QuantScheme",
@@ -63,8 +64,6 @@ __all__ = [
     "encode_tensor",
     "get_scheme",
     "load_tensors",
-    "numpy_to_state",
     "register_packet",
     "save_tensors",
-    "state_to_numpy",
 ]

@@ -136,7 +136,7 @@ def _check_tensors(tensors: object) -> None:
         if not isinstance(arr, np.ndarray):
             raise UsageError(
                 f"tensor {name!r} is a {type(arr).__name__}; pass a numpy array "
-                "(torch users: meshlearn.wire.state_to_numpy)"
+                "(torch users: meshlearn.learn.state_to_numpy)"
             )
         if arr.dtype.name not in _TENSOR_DTYPES:
             raise UsageError(

@@ -32,6 +32,8 @@ from meshlearn.overlay.chord.propagation import (
     estimated_targets,
 )
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
+from meshlearn.overlay import studies
+from meshlearn.study import Study
 
 __all__ = ["PropagationSettings", "simulate_propagation", "distance_bucket"]
 
@@ -290,3 +292,6 @@ def _tally(labels, successors: int) -> dict[str, int]:
     for label in labels:
         out[label] = out.get(label, 0) + 1
     return {k: out[k] for k in _bucket_order(successors) if k in out}
+
+
+studies.register(Study("propagation", "failure-information propagation on a Chord ring: baseline, stateful or stateless", PropagationSettings, simulate_propagation))

@@ -29,9 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from meshlearn.net.link import LinkSpec
 from meshlearn.overlay.dsml.node import MODES, UNIT, DsmlNode, DsmlTiming, dsml_height
 from meshlearn.overlay.simnet import crash_at, overlay_simulator
+from meshlearn.overlay import studies
 from meshlearn.overlay.skipgraph.node import (
     Peer, SkipGraphNode, SkipGraphSettings, SkipGraphView, bootstrap_skipgraph, random_mvecs,
 )
+from meshlearn.study import Study
 
 __all__ = ["DsmlSettings", "simulate_dsml", "dsml_parents", "measure_maintenance"]
 
@@ -319,3 +321,6 @@ def simulate_dsml(settings: DsmlSettings, *, seed: int, progress: Callable[[floa
     return {"nodes": settings.nodes, "rounds": settings.rounds, "fail_fraction": settings.fail_fraction,
             "root": plan.ids[plan.root], "max_height": max(heights), "arms": arms, "maintenance": maintenance,
             "rows": rows}
+
+
+studies.register(Study("dsml", "Distributed Skip Mesh List aggregation under failures: delivery, exactness, duplicates", DsmlSettings, simulate_dsml))

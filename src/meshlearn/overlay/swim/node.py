@@ -114,7 +114,7 @@ class SwimNode(Node):
             self._tick(ctx)
         elif name == "probe_timeout":
             self._indirect(ctx)
-        elif name == "gossip":
+        elif name == "disseminate":
             self._gossip(ctx)
         elif name.startswith("s:"):
             self._suspicion_expired(ctx, self.roster.slot(name[2:]))
@@ -336,7 +336,7 @@ class SwimNode(Node):
         self.queue.push(update)
         if not self._gossip_armed and self.config.gossip_nodes > 0:
             self._gossip_armed = True
-            ctx.set_timer("gossip", self.config.gossip_interval_s)
+            ctx.set_timer("disseminate", self.config.gossip_interval_s)
 
     def _updates(self, dst: str, first: tuple | None = None) -> tuple:
         """Piggyback: as many queued updates as fit one datagram to ``dst``."""
@@ -361,7 +361,7 @@ class SwimNode(Node):
             ctx.send(node, Gossip(0, "", self._updates(node)), reliable=False)
         if self.queue:
             self._gossip_armed = True
-            ctx.set_timer("gossip", self.config.gossip_interval_s)
+            ctx.set_timer("disseminate", self.config.gossip_interval_s)
 
     def _push_pull_interval(self) -> float:
         """memberlist's scaling: longer full syncs beyond 32 members."""

@@ -22,6 +22,8 @@ from meshlearn.overlay.simnet import LAN_LINK, crash_at, overlay_simulator
 from meshlearn.overlay.swim.config import SWIM_PRESETS, swim_preset
 from meshlearn.overlay.swim.node import ALL, SwimNode
 from meshlearn.overlay.swim.state import Roster
+from meshlearn.overlay import studies
+from meshlearn.study import Study
 
 __all__ = ["SwimSimSettings", "simulate_swim"]
 
@@ -115,3 +117,6 @@ def _summary(sim, nodes, events, crashes, rows, settings) -> dict[str, Any]:
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
+
+
+studies.register(Study("swim", "SWIM + Lifeguard membership: crashes at random moments, detection and dissemination times", SwimSimSettings, simulate_swim, default=True))

@@ -1,20 +1,23 @@
 """Bridges between torch state dicts and the numpy dicts that messages and files carry.
 
-torch is imported inside the functions, so ``import meshlearn.wire`` works without it.
+torch is imported inside the functions. ``get_params`` / ``set_params`` move parameters between a
+model and the ``dict[str, np.ndarray]`` form tasks and messages carry; ``set_params`` is the gate
+where a peer's update meets a model, so a wrong key or shape raises ``ProtocolError``.
 ``state_to_numpy`` copies (a snapshot never changes when training continues); bfloat16 tensors
 become float32 because numpy and the wire have no bfloat16 (``load_state_dict`` casts back).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from meshlearn.errors import UsageError
+from meshlearn.errors import ProtocolError, UsageError
+from meshlearn.learn.params import Params, mismatches
 from meshlearn.wire.tensors import SUPPORTED_DTYPES
 
-__all__ = ["state_to_numpy", "numpy_to_state"]
+__all__ = ["state_to_numpy", "numpy_to_state", "get_params", "set_params"]
 
 
 def state_to_numpy(module_or_state_dict: Any) -> dict[str, np.ndarray]:
@@ -71,3 +74,25 @@ def _torch_ready(name: str, arr: Any) -> np.ndarray:
     if native.flags.writeable and native.flags.c_contiguous:
         return native
     return np.array(native, order="C", copy=True)
+
+
+def get_params(model: Any) -> Params:
+    """Copies of the model's state_dict (floating tensors as float32), in state_dict order."""
+    out: Params = {}
+    for key, tensor in model.state_dict().items():
+        array = tensor.detach().cpu().numpy()
+        out[key] = array.astype(np.float32) if array.dtype.kind == "f" else array.copy()
+    return out
+
+
+def set_params(model: Any, params: Mapping[str, np.ndarray]) -> None:
+    """Load ``params`` into ``model`` in place; raise ProtocolError listing any key/shape mismatch."""
+    import torch
+
+    state = model.state_dict()
+    problems = mismatches({k: tuple(v.shape) for k, v in state.items()}, params)
+    if problems:
+        raise ProtocolError(f"parameters do not fit the model: {'; '.join(problems)}")
+    with torch.no_grad():
+        for key, tensor in state.items():
+            tensor.copy_(torch.as_tensor(np.asarray(params[key])))

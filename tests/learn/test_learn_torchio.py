@@ -1,4 +1,4 @@
-"""torch bridges and the public API surface of meshlearn.wire."""
+"""torch bridges (meshlearn.learn.torchio) and the public API surface of meshlearn.wire."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 import meshlearn.wire as wire
 from meshlearn.errors import UsageError
-from meshlearn.wire import Message, TensorCodec, decode_message, encode_message, numpy_to_state, state_to_numpy
+from meshlearn.learn import numpy_to_state, state_to_numpy
+from meshlearn.wire import Message, TensorCodec, decode_message, encode_message
 
 torch = pytest.importorskip("torch")
 
@@ -64,7 +65,7 @@ def test_public_api():
     for name in wire.__all__:
         assert hasattr(wire, name), name
     assert {"Message", "TensorCodec", "FrameCodec", "encode_message", "decode_message",
-            "save_tensors", "load_tensors", "state_to_numpy", "numpy_to_state"} <= set(wire.__all__)
+            "save_tensors", "load_tensors"} <= set(wire.__all__)
 
 
 def test_wire_imports_without_torch():

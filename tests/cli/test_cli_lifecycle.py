@@ -1,0 +1,120 @@
+"""One run lifecycle for every kind, as a user meets it on the command line.
+
+`meshlearn run examples/<kind>.toml` for the fl, overlay and split kinds, then `runs show / export /
+compare / rm` on what they stored; progress when stdout is not a terminal; help texts; start-up time.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SMALL = {"fl": ["--set", "fl.rounds=2", "--set", "data.clients=5"],
+         "overlay": ["--set", "swim.nodes=40", "--set", "swim.duration_s=20"],
+         "split": ["--set", "train.epochs=1", "--set", "infer.samples=30"]}
+
+
+@pytest.fixture(scope="module")
+def kinds_store(tmp_path_factory):
+    """One run of each kind's example in a fresh store: (runs dir, {kind: (exit code, stdout, stderr)})."""
+    root = tmp_path_factory.mktemp("kinds")
+    runs, results = root / "runs", {}
+    for kind, overrides in SMALL.items():
+        proc = subprocess.run([sys.executable, "-m", "meshlearn", "run", str(ROOT / "examples" / f"{kind}.toml"),
+                               *overrides, "--runs-dir", str(runs)], cwd=root, capture_output=True, text=True,
+                              timeout=300, stdin=subprocess.DEVNULL)
+        results[kind] = (proc.returncode, proc.stdout, proc.stderr)
+    return runs, results
+
+
+def test_every_kind_runs_from_its_example_file(kinds_store):
+    runs, results = kinds_store
+    for kind, (code, out, err) in results.items():
+        assert code == 0, (kind, err)
+        assert "[completed]" in out and "stored in" in out, kind
+    infos = [json.loads((p / "run.json").read_text()) for p in runs.iterdir()]
+    assert sorted(i["kind"] for i in infos) == ["fl", "overlay", "split"]
+    assert all((p / "run.log").is_file() and (p / "config.toml").is_file() for p in runs.iterdir())
+
+
+def test_progress_goes_to_stderr_one_line_per_round_when_not_a_terminal(kinds_store):
+    _, results = kinds_store
+    _, _, err = results["fl"]
+    assert "round 1/2: accuracy" in err and "round 2/2: accuracy" in err
+    _, _, err = results["overlay"]
+    assert 1 <= err.count("step ") <= 11  # many steps: one line per tenth of the run
+
+
+@pytest.mark.parametrize("kind,needle", [("fl", "test accuracy"), ("overlay", "swim.false_deaths"),
+                                         ("split", "infer.accuracy_pct")])
+def test_runs_show_and_export_work_on_each_kind(cli, kinds_store, workdir, kind, needle):
+    runs, _ = kinds_store
+    run = next(json.loads((p / "run.json").read_text())["id"] for p in runs.iterdir()
+               if json.loads((p / "run.json").read_text())["kind"] == kind)
+    shown = cli("runs", "show", run, "--runs-dir", runs)
+    assert shown.code == 0 and needle in shown.out and "[completed]" in shown.out, shown.err
+    exported = cli("runs", "export", run, "-f", "json", "--out", workdir / f"{kind}.json", "--runs-dir", runs)
+    assert exported.code == 0, exported.err
+    data = json.loads((workdir / f"{kind}.json").read_text())
+    assert data["config"]["kind"] == kind and data["metrics"]
+    table = cli("runs", "export", run, "-f", "csv", "--out", workdir / f"{kind}.csv", "--runs-dir", runs)
+    assert table.code == 0 and list(csv.reader((workdir / f"{kind}.csv").open()))
+
+
+def test_runs_compare_puts_runs_of_every_kind_side_by_side_by_id(cli, kinds_store):
+    runs, _ = kinds_store
+    ids = sorted(p.name for p in runs.iterdir())
+    result = cli("runs", "compare", *ids, "--runs-dir", runs)
+    assert result.code == 0, result.err
+    assert all(run_id in result.out for run_id in ids)
+    assert "fedavg" in result.out and "swim" in result.out and "infer" in result.out
+    assert "evaluations" in result.out and "final acc" in result.out
+
+
+def test_runs_rm_deletes_a_run_and_asks_first(cli, tmp_path, kinds_store):
+    import shutil
+
+    runs, _ = kinds_store
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    victim = sorted(p.name for p in copy.iterdir())[0]
+    assert cli("runs", "rm", victim, "--yes", "--runs-dir", copy).code == 0
+    assert not (copy / victim).exists() and len(list(copy.iterdir())) == 2
+    missing = cli("runs", "rm", "no-such-run", "--yes", "--runs-dir", copy)
+    assert missing.code == 1 and "no run" in missing.err
+
+
+def test_help_shows_real_defaults_and_the_version(cli):
+    run = cli("run", "--help")
+    assert "[default: $MESHLEARN_RUNS or ./runs]" in run.out
+    version = cli("--version")
+    assert version.code == 0 and version.out.startswith("meshlearn 0.")
+
+
+def test_config_show_documents_every_kind(cli):
+    for kind, keys in {"fl": ["[fl]", "algorithm", "[dsfl]"], "overlay": ["protocol", "[swim]", "[propagation]"],
+                       "split": ["study", "[channel]", "[search]", "[bandit]"]}.items():
+        result = cli("config", "show", "--kind", kind)
+        assert result.code == 0, result.err
+        assert all(k in result.out for k in keys), (kind, result.out[:300])
+    assert cli("config", "show", "--kind", "nope").code == 2
+
+
+def test_commands_that_train_nothing_start_fast_and_never_import_torch():
+    code = ("import sys, time; t = time.perf_counter(); from meshlearn.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(time.perf_counter() - t, 'torch' in sys.modules, 'numpy' in sys.modules)")
+    for args in (["--help"], ["runs", "list", "--runs-dir", "/nonexistent"]):
+        best = None
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - t0
+            best = wall if best is None else min(best, wall)
+            assert out.stdout.split()[-2:] == ["False", "False"], (args, out.stdout)
+        assert best < 0.5, (args, best)  # the whole process: interpreter, imports, command
