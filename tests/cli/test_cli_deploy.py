@@ -65,3 +65,12 @@ def test_serve_on_a_foreign_address(cli, workdir, usage_error):
     # 192.0.2.0/24 is TEST-NET-1: never an address of this machine
     usage_error(cli("serve", "quickstart", "--listen", "192.0.2.1:7070", "--insecure"), "--listen", "0.0.0.0")
     assert not (workdir / "runs").exists()
+
+def test_serve_gives_up_when_no_client_joins(cli_proc, workdir):
+    result = cli_proc("serve", "quickstart", "--set", "fl.join_timeout_s=1", "--insecure", "--listen", "127.0.0.1:0",
+                      timeout=90)
+    assert result.code == 1, result.err
+    assert "no client joined within fl.join_timeout_s = 1 s" in result.out and "meshlearn join" in result.out
+    (run,) = (workdir / "runs").iterdir()
+    info = __import__("json").loads((run / "run.json").read_text())
+    assert info["status"] == "stopped" and "no client joined" in info["error"] and info["mode"] == "serve"

@@ -118,3 +118,11 @@ def test_commands_that_train_nothing_start_fast_and_never_import_torch():
             best = wall if best is None else min(best, wall)
             assert out.stdout.split()[-2:] == ["False", "False"], (args, out.stdout)
         assert best < 0.5, (args, best)  # the whole process: interpreter, imports, command
+
+
+def test_clients_that_never_make_the_deadline_are_reported_during_the_run_and_in_the_summary(cli_proc):
+    result = cli_proc("run", "quickstart", "--set", "fl.rounds=4", "--set", "fl.round_deadline_s=0.5",
+                      "--set", "faults.crashes=[]", "--set", "data.clients=10", "--set", "fl.min_completion=0.1")
+    assert result.code == 0, result.err
+    assert "warning: 2 client(s) have missed the deadline in every round they were selected for" in result.err
+    assert "8 of 10 selected clients contributed; never: client-06, client-07" in result.out

@@ -196,7 +196,7 @@ def test_decentralized_peers_run_as_real_processes_on_a_ring(tmp_path, algorithm
     ports = {pid: free_port() for pid in ids}
     sets = ["--set", f"fl.algorithm={algorithm}", "--set", "data.clients=4", "--set", "data.open_size=200",
             "--set", "data.partition=shards", "--set", "decentral.epochs=3", "--set", "decentral.eval_every=1",
-            "--set", "network.topology=ring"]
+            "--set", "network.topology=ring", "--set", "network.uplink_loss={}"]  # peers have no uplink
     env = {**os.environ, "MESHLEARN_SECRET": "ring-secret", "MESHLEARN_RUNS": str(tmp_path / "runs")}
     procs = []
     for pid in ids:

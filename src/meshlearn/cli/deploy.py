@@ -210,7 +210,7 @@ def serve_cmd(
          f"waiting for {cfg.data.clients} clients")
     with running(run):
         finished = _serve(runtime, run, listen, timeout)
-    run.metrics.flush()
+    run.close()
     done = server.completed_round >= cfg.fl.rounds
     run.set_status("completed" if done else "stopped", completed_round=server.completed_round,
                    **({"error": server.gave_up} if server.gave_up else {}))
@@ -306,7 +306,7 @@ def peer_cmd(
     _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}; run {run.id}")
     with running(run):
         finished = runtime.run_forever(timeout)
-    run.metrics.flush()
+    run.close()
     run.set_status("completed" if finished else "stopped")
     _say(f"{peer_id}: {'finished' if finished else 'timed out'}")
     sys.exit(0 if finished else 1)

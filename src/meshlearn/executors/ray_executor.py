@@ -92,11 +92,11 @@ class RayExecutor:
             options.update(init_options or {})
             if num_cpus is not None:
                 options["num_cpus"] = int(num_cpus)
-            else:
+            elif "address" not in options:  # a cluster of our own: as many CPUs as a process pool would use
                 from meshlearn.executors.pool import default_workers
 
                 options.setdefault("num_cpus", default_workers())
-            ray.init(**options)
+            _init(ray, options)
             self._owns_ray = True
         if actors is None:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -129,3 +129,14 @@ class RayExecutor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _init(ray: Any, options: dict[str, Any]) -> None:
+    """``ray.init(**options)``; a cluster that cannot be reached or bad options are one UsageError line."""
+    try:
+        ray.init(**options)
+    except (ConnectionError, TimeoutError, ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"executor ray: cannot start or reach Ray with {options} ({first}); check "
+                         "runtime.executor_options (e.g. its init_options.address)") from None
+

@@ -99,11 +99,13 @@ def running(run: Run) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         run.metrics.flush()
+        run.close()
         run.set_status("interrupted")
         _log.warning("interrupted: completed steps are saved; resume with `meshlearn run --resume %s`", run.id)
         raise
     except BaseException as exc:
         run.metrics.flush()
+        run.close()
         run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
         _log.error("failed: %s", exc)
         raise
@@ -197,6 +199,7 @@ def _execute(run: Run, prepared: Prepared, progress: Callable[[Progress], None] 
         run.metrics.flush()
     run.set_status(outcome.status, wall_s=round(time.perf_counter() - wall0, 3), **outcome.info,
                    **({"warnings": ctx.warnings[-20:]} if ctx.warnings else {}))
+    run.close()  # checkpoints the SQLite write-ahead log into metrics.sqlite (reopened on demand)
     if outcome.error:
         raise StoreError(outcome.error)
     return outcome
