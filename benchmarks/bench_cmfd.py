@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -42,8 +41,8 @@ def digits_workspace(n: int, classes_per_peer: int, open_size: int, seed: int):
 def one(algo: str, k: int, seed: int, epochs: int, batch_size: int) -> dict:
     import torch
 
-    from meshlearn.fl.decentral import build_cmfd, build_gossip
-    from meshlearn.fl.decentral_settings import DecentralSettings
+    from meshlearn.fl.decentral import DecentralSettings, build_cmfd, build_gossip
+    from meshlearn.testing import StubSetup
     from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology
     from meshlearn.executors import InlineExecutor
     from meshlearn.sim.runtime import Simulator
@@ -54,7 +53,8 @@ def one(algo: str, k: int, seed: int, epochs: int, batch_size: int) -> dict:
     topology = make_topology("k_hop_ring", ids, np.random.default_rng(seed), k=k)
     settings = DecentralSettings(epochs=epochs, eval_every=max(1, epochs // 4), batch_size=batch_size, **TUNED[algo])
     build = {"cmfd": build_cmfd, "gossip": build_gossip}[algo]
-    nodes, stop_on = build(settings, SimpleNamespace(seed=seed), ws, ids, topology)
+    plan = build(StubSetup(ws, ids, settings, seed=seed, topology=topology))
+    nodes, stop_on = plan.nodes, plan.stop_on
     devices = dict(zip(ids, draw_profiles("uniform", len(ids), np.random.default_rng(seed))))
     sim = Simulator(Network(topology, LinkSpec(latency_s=0.01), devices, np.random.SeedSequence(seed)),
                     seed=seed, executor=InlineExecutor(ws), devices=devices, stop_on=stop_on)

@@ -46,13 +46,14 @@ import torch
 
 from meshlearn.data import load_dataset, partition
 from meshlearn.executors import InlineExecutor
-from meshlearn.experiment.build import SERVER, client_ids
+from meshlearn.experiment.fl.build import client_ids
 from meshlearn.fl.client import FLClient
-from meshlearn.fl.distill_settings import DSFLSettings, FDSettings
-from meshlearn.fl.dsfl import build_dsfl, server_settings_from
-from meshlearn.fl.fd import build_fd
-from meshlearn.fl.server import FLServer
-from meshlearn.learn import EvalTask, TrainTask, Workspace, initial_params
+from meshlearn.fl.dsfl import DSFLSettings, build_dsfl
+from meshlearn.fl.fd import FDSettings, build_fd
+from meshlearn.fl.server import FLServer, RoundSettings
+from meshlearn.fl.spec import SERVER
+from meshlearn.learn import Workspace, initial_params
+from meshlearn.testing import StubSetup
 from meshlearn.models.zoo import count_params
 from meshlearn.net import LinkSpec, Network, draw_profiles, make_topology, server_profile
 from meshlearn.sim.runtime import Simulator
@@ -89,10 +90,8 @@ def star_network(seed: int) -> Network:
 
 
 def fedavg_nodes(ws: Workspace, common: dict) -> tuple[list, list[str]]:
-    settings = server_settings_from(common, CLIENTS)
-    server = FLServer(SERVER, initial_params(ws), settings, lambda p: EvalTask(params=p))
-    clients = [FLClient(c, SERVER, lambda client, params, **m: TrainTask(client=client, params=params, **m))
-               for c in client_ids(CLIENTS)]
+    server = FLServer(SERVER, initial_params(ws), RoundSettings(**common), min_clients=CLIENTS)
+    clients = [FLClient(c, SERVER) for c in client_ids(CLIENTS)]
     return [server, *clients], [SERVER]
 
 
@@ -105,10 +104,12 @@ def run_method(method: str, seed: int, rounds: int, hidden: tuple[int, ...], ove
     if method == "fedavg":
         nodes, stop = fedavg_nodes(ws, common)
     elif method == "fd":
-        nodes, stop = build_fd(FDSettings(), common, ws, client_ids(CLIENTS))
+        plan = build_fd(StubSetup(ws, client_ids(CLIENTS), FDSettings(), **common))
+        nodes, stop = plan.nodes, plan.stop_on
     else:
         settings = DSFLSettings(**{**DSFL, **overrides, "aggregation": method.split("-")[1]})
-        nodes, stop = build_dsfl(settings, common, ws, client_ids(CLIENTS))
+        plan = build_dsfl(StubSetup(ws, client_ids(CLIENTS), settings, **common))
+        nodes, stop = plan.nodes, plan.stop_on
     net = star_network(seed)
     sim = Simulator(net, seed=seed, executor=InlineExecutor(ws), devices=net.devices, frames=FrameCodec(SECRET),
                     stop_on=stop)

@@ -13,12 +13,9 @@ import json
 import tempfile
 import time
 
-from meshlearn.config import load_config
-from meshlearn.experiment.run import run_simulated
-from meshlearn.experiment.schema import ExperimentConfig
+from meshlearn.experiment import load_experiment, run_experiment
 from meshlearn.learn import Workspace
 from meshlearn.store import RunStore
-from meshlearn.cli.run import resolve_config_path
 
 
 def timed_workspace_run():
@@ -38,13 +35,13 @@ def timed_workspace_run():
 
 
 def one(seed: int, spent: dict) -> dict:
-    cfg = load_config(ExperimentConfig, resolve_config_path("quickstart"), [f"seed={seed}"])
+    cfg = load_experiment("quickstart", [f"seed={seed}"])
     with tempfile.TemporaryDirectory() as root:
         spent["s"] = 0.0
         t0 = time.perf_counter()
-        out = run_simulated(cfg, store=RunStore(root))
+        run = run_experiment(cfg, RunStore(root))
         wall = time.perf_counter() - t0
-        rows = out.run.metrics.round_table(["accuracy", "bytes_up", "bytes_down", "virtual_time"])
+        rows = run.metrics.round_table(["accuracy", "bytes_up", "bytes_down", "virtual_time"])
     first92 = next((r["round"] for r in rows if r["accuracy"] >= 0.92), None)
     return {"seed": seed, "final_accuracy": round(rows[-1]["accuracy"], 4), "first_round_at_92pct": first92,
             "bytes_up": int(sum(r["bytes_up"] for r in rows)), "bytes_down": int(sum(r["bytes_down"] for r in rows)),

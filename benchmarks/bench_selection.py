@@ -26,11 +26,12 @@ import numpy as np
 
 from meshlearn.data import load_dataset, partition
 from meshlearn.executors import InlineExecutor
-from meshlearn.experiment.build import SERVER, SIM_SECRET, client_ids, make_eval_task, make_train_task
+from meshlearn.experiment.fl.build import SIM_SECRET, client_ids
 from meshlearn.fl.client import FLClient
 from meshlearn.fl.metrics import round_rows, time_to_accuracy
-from meshlearn.fl.selection_settings import SelectionSettings, cost_model
-from meshlearn.fl.server import FLServer, ServerSettings
+from meshlearn.fl.selection import SelectionSettings, cost_model
+from meshlearn.fl.server import FLServer, RoundSettings
+from meshlearn.fl.spec import SERVER
 from meshlearn.learn import Workspace, initial_params
 from meshlearn.net import LinkSpec, Network, lognormal_profiles, make_topology, server_profile
 from meshlearn.sim.runtime import MemorySink, Simulator
@@ -70,10 +71,11 @@ def network(args, seed: int, ids: list[str], settings: SelectionSettings) -> Net
 
 
 def selection_settings(args, name: str) -> SelectionSettings:
+    own = {"fedcs": {"request_fraction": args.request_fraction},
+           "mab": {"exploration": args.ucb, "discount": args.discount, "objective": args.mab_objective},
+           "oort": {"percentile": args.oort_percentile}}
     return SelectionSettings(
-        selector=name, clients_per_round=args.k, deadline_s=args.deadline, target_accuracy=args.target,
-        fedcs={"request_fraction": args.request_fraction}, mab={"exploration": args.ucb, "discount": args.discount, "objective": args.mab_objective},
-        oort={"percentile": args.oort_percentile},
+        selector=name, **({name: own[name]} if name in own else {}),
         dynamics={"enabled": True, "period_s": args.period, "classes": args.classes, "stay": args.stay,
                   "jitter": args.jitter})
 
@@ -85,15 +87,15 @@ def one(args, seed: int, name: str) -> dict:
     params = initial_params(ws)
     cost = cost_model(params, ws.flops_per_sample, args.epochs)
     selector = settings.make_selector(deadline_s=args.deadline, cost=cost)
-    server_settings = ServerSettings(
-        rounds=args.max_rounds, clients_per_round=args.k, min_clients=len(ids), round_deadline_s=args.deadline,
+    server_settings = RoundSettings(
+        rounds=args.max_rounds, clients_per_round=args.k, round_deadline_s=args.deadline,
         min_completion=0.1, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=0.9)
     sink = StopAtTarget(args.target)
     sim = Simulator(net, seed=seed, executor=InlineExecutor(ws), devices=net.devices, codec=TensorCodec(),
                     frames=FrameCodec(SIM_SECRET), sink=sink, stop_on=[SERVER])
     sink.stop = sim.loop.stop
-    server = FLServer(SERVER, params, server_settings, make_eval_task, selector=selector)
-    clients = [FLClient(c, SERVER, make_train_task, telemetry=telemetry(net, ws, c)) for c in ids]
+    server = FLServer(SERVER, params, server_settings, min_clients=len(ids), selector=selector)
+    clients = [FLClient(c, SERVER, telemetry=telemetry(net, ws, c)) for c in ids]
     sim.add_nodes([server, *clients])
     t0 = time.perf_counter()
     sim.run()

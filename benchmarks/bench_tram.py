@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,8 +29,8 @@ def digits_workspace(n: int, seed: int):
 
 
 def one(routing: str, seed: int, lr: float, transmissions: int) -> dict:
-    from meshlearn.fl.decentral_settings import TramSettings
-    from meshlearn.fl.tram import build_tram
+    from meshlearn.fl.tram import TramSettings, build_tram
+    from meshlearn.testing import StubSetup
     from meshlearn.net import LinkSpec, Network, draw_profiles
     from meshlearn.executors import InlineExecutor
     from meshlearn.sim.runtime import Simulator
@@ -39,7 +38,8 @@ def one(routing: str, seed: int, lr: float, transmissions: int) -> dict:
     t0 = time.perf_counter()
     ws, ids = digits_workspace(10, seed)
     settings = TramSettings(routing=routing, lr=lr, transmissions=transmissions)
-    nodes, stop_on = build_tram(settings, SimpleNamespace(seed=seed), ws, ids)
+    plan = build_tram(StubSetup(ws, ids, settings, seed=seed))
+    nodes, stop_on = plan.nodes, plan.stop_on
     devices = dict(zip(ids, draw_profiles("uniform", len(ids), np.random.default_rng(seed))))
     sim = Simulator(Network(None, LinkSpec(latency_s=0.01), devices, np.random.SeedSequence(seed)), seed=seed,
                     executor=InlineExecutor(ws), devices=devices, stop_on=stop_on)

@@ -72,6 +72,13 @@ class Registry(Generic[T]):
         """``(name, item)`` pairs, sorted by name (built-ins and plugins)."""
         return [(name, self._items[name]) for name in self.names()]
 
+    def default(self) -> str:
+        """The name of the one item marked ``default = True`` (what a config gets when it names none)."""
+        names = [name for name, item in self.items() if getattr(item, "default", False)]
+        if len(names) != 1:
+            raise RegistryError(f"exactly one {self.kind} must be the default, found {names or 'none'}")
+        return names[0]
+
     def __contains__(self, name: object) -> bool:
         self._discover()
         if name not in self._items:

@@ -54,3 +54,20 @@ def test_file_dataset_without_path_gets_a_clean_message():
     with pytest.raises(ConfigError) as err:
         validate_config(config_model(), {"data": {"dataset": "npz"}})
     assert "set data.path" in str(err.value) and "Value error" not in str(err.value)
+
+
+def test_csv_label_column_and_standardize_come_from_the_config(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b,digit"] + [f"{x:.3f},{y:.3f},{int(x > 0.5)}" for x, y in rng.random((200, 2))]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    raw = ws(dataset="csv", path=str(tmp_path / "d.csv"), label_column="digit", standardize=False)
+    assert raw.train.num_classes == 2 and raw.train.x.min() >= 0.0  # not standardized: the raw [0, 1) values
+    scaled = ws(dataset="csv", path=str(tmp_path / "d.csv"), label_column="digit")
+    assert scaled.train.x.min() < 0.0  # csv standardizes by default
+    with pytest.raises(ConfigError, match="data.label_column is set but dataset 'digits' does not read it"):
+        ws(label_column="digit")
+
+
+def test_a_key_nothing_reads_any_more_is_an_unknown_key():
+    with pytest.raises(ConfigError, match="selection.target_accuracy: unknown key"):
+        fl_config({"selection": {"target_accuracy": 0.9}})

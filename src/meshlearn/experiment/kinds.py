@@ -100,10 +100,7 @@ def register(kind: ExperimentKind) -> ExperimentKind:
 
 def default_kind() -> str:
     """The kind of an experiment file without a ``kind`` key (the one registered with ``default=True``)."""
-    names = [name for name, kind in KINDS.items() if kind.default]
-    if len(names) != 1:
-        raise ValueError(f"exactly one experiment kind must be the default, found {names or 'none'}")
-    return names[0]
+    return KINDS.default()
 
 
 def kind_named(name: str | None) -> ExperimentKind:

@@ -42,8 +42,7 @@ class OverlayExperiment(BaseModel):
 
 
 def _default_protocol() -> str:
-    names = [name for name, study in STUDIES.items() if study.default]
-    return names[0] if len(names) == 1 else STUDIES.names()[0]
+    return STUDIES.default()
 
 
 def _known(cls, value: str) -> str:

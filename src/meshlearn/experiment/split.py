@@ -74,7 +74,7 @@ class SplitExperiment(BaseModel):
 
 
 def _default_study() -> str:
-    return next((name for name, study in studies().items() if study.default), studies().names()[0])
+    return studies().default()
 
 
 def _known(cls, value: str) -> str:

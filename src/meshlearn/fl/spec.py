@@ -121,7 +121,4 @@ def register(spec: AlgorithmSpec) -> AlgorithmSpec:
 
 def default_algorithm() -> str:
     """The name of the spec marked ``default`` (what ``fl.algorithm`` defaults to)."""
-    names = [name for name, spec in ALGORITHMS.items() if spec.default]
-    if len(names) != 1:
-        raise ValueError(f"exactly one algorithm must be the default, found {names or 'none'}")
-    return names[0]
+    return ALGORITHMS.default()
