@@ -196,16 +196,12 @@ def serve_cmd(
         run.save_checkpoint(rnd, tensors, meta)
         _say(f"checkpoint round {rnd} saved")
 
-    def on_round(rnd, m):
-        _say(f"round {rnd}: accuracy {m['accuracy']:.4f}, clients {m['clients_completed']:.0f}/"
-             f"{m['clients_selected']:.0f}, up {m['bytes_up']:,.0f} B, down {m['bytes_down']:,.0f} B")
-
     sink = _LateSink()
     runtime, server = serve_runtime(cfg, listen=addr, secret=secret, tls=tls, sink=sink, on_checkpoint=on_checkpoint,
                                     resume=state, start_time=t0)
     if run is None:
         run = create_run(store, cfg, kind_of_config(cfg), mode="serve", listen=listen)
-    sink.target = RoundSink(run, on_round, time_key="wall_time")
+    sink.target = RoundSink(run, _say_round, time_key="wall_time")
     _say(f"serving run {run.id} on {listen}, starting at round {server.completed_round + 1}, "
          f"waiting for {cfg.data.clients} clients")
     with running(run):
@@ -217,6 +213,11 @@ def serve_cmd(
     _say(f"run {run.id}: {'completed' if done else 'stopped'} after round {server.completed_round}"
          + (f" ({server.gave_up}; is `meshlearn join` pointed at {listen}?)" if server.gave_up else ""))
     sys.exit(0 if finished and done else 1)
+
+
+def _say_round(rnd: int, m: dict) -> None:
+    _say(f"round {rnd}: accuracy {m['accuracy']:.4f}, clients {m['clients_completed']:.0f}/"
+         f"{m['clients_selected']:.0f}, up {m['bytes_up']:,.0f} B, down {m['bytes_down']:,.0f} B")
 
 
 class _LateSink:
