@@ -46,8 +46,7 @@ def list_cmd(runs_dir: Optional[Path] = RUNS_DIR) -> None:
     table = Table("id", "kind", "what", "status", "steps", "accuracy", "created")
     for r in runs:
         acc, info = r.info.get("final_accuracy"), r.info
-        what = info.get("algorithm") or info.get("protocol") or info.get("study") or ""
-        table.add_row(escape(r.id), str(info.get("kind", "")), escape(str(what)), r.status,
+        table.add_row(escape(r.id), str(info.get("kind", "")), escape(_what(info)), r.status,
                       str(info.get("completed_round", "")), "" if acc is None else f"{acc:.4f}", r.created[:19])
     out.print(table)
 
@@ -121,10 +120,13 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="Run ids, unique pref
     out.print(table)
 
 
+def _what(info: dict) -> str:
+    """What a run ran, as its kind described it (algorithm, protocol or study)."""
+    return str(info.get("algorithm") or info.get("protocol") or info.get("study") or "")
+
+
 def _described(r) -> list[str]:
-    info = r.info
-    what = info.get("algorithm") or info.get("protocol") or info.get("study") or ""
-    return [escape(r.id), escape(str(info.get("name", ""))), str(info.get("kind", "")), escape(str(what))]
+    return [escape(r.id), escape(str(r.info.get("name", ""))), str(r.info.get("kind", "")), escape(_what(r.info))]
 
 
 def _cell(value) -> str:

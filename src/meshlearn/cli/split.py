@@ -93,7 +93,7 @@ def run_study(data: dict[str, Any], runs_dir: Optional[Path]) -> dict:
     from meshlearn.cli.console import Reporter
     from meshlearn.config import validate_config
     from meshlearn.experiment import run_experiment
-    from meshlearn.experiment.overlay import RESULTS_FILE
+    from meshlearn.experiment.studies import RESULTS_FILE
     from meshlearn.experiment.split import config_model
     from meshlearn.store import RunStore
 

@@ -24,16 +24,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from meshlearn.errors import ConfigError
-from meshlearn.experiment.kinds import ExperimentKind, Outcome, RunContext, register
-from meshlearn.experiment.overlay import scalar_headline, scalar_summary, store_results
+from meshlearn.experiment.kinds import ExperimentKind, register
+from meshlearn.experiment.studies import PreparedStudy, headline, study_fields, summary
 from meshlearn.study import Study
 
-__all__ = ["SplitExperiment", "DEFAULT_CHANNEL", "config_model", "studies"]
-
-STEPS = 1000
+__all__ = ["SplitExperiment", "DEFAULT_CHANNEL", "check", "config_model", "prepare", "studies"]
 
 
 def studies():
@@ -73,16 +71,6 @@ class SplitExperiment(BaseModel):
                                                 "[train] says (infer, tune, curve)")
 
 
-def _default_study() -> str:
-    return studies().default()
-
-
-def _known(cls, value: str) -> str:
-    if value not in studies():
-        raise ValueError(f"unknown split study {value!r} (valid: {', '.join(studies().names())})")
-    return value
-
-
 _BUILT: dict[tuple[str, ...], type[SplitExperiment]] = {}
 
 
@@ -90,16 +78,8 @@ def config_model() -> type[SplitExperiment]:
     """The split experiment model: ``study``, the shared model/channel/train keys, one section per study."""
     names = tuple(studies().names())
     if names not in _BUILT:
-        listing = "; ".join(f"{name}: {study.summary}" for name, study in studies().items())
-        fields = _shared_fields()
-        for _, s in studies().items():
-            if s.key not in fields:
-                fields[s.key] = (s.settings, Field(default_factory=s.settings, description=f"{s.summary} (study = "
-                                                   f"{s.name})"))
-        _BUILT[names] = create_model(
-            "SplitExperiment", __base__=SplitExperiment, __doc__=SplitExperiment.__doc__,
-            __validators__={"_known": field_validator("study")(classmethod(_known))},
-            study=(str, Field(default_factory=_default_study, description=f"the study ({listing})")), **fields)
+        _BUILT[names] = create_model("SplitExperiment", __base__=SplitExperiment, __doc__=SplitExperiment.__doc__,
+                                     **study_fields(studies(), "study", _shared_fields()))
     return _BUILT[names]
 
 
@@ -122,29 +102,13 @@ def check(cfg: Any) -> None:
                               "or change study")
 
 
-class PreparedSplit:
-    """A split study ready to run once (the kind's ``Prepared``)."""
-
-    total = STEPS
-
-    def __init__(self, cfg: Any, state: Any = None):
-        self.cfg, self.study = cfg, study_of(cfg)
-        self.results: dict | None = None
-        if self.study.check is not None:  # files to read and directories to write, before a run exists
-            self.study.check(getattr(cfg, self.study.key), config=cfg)
-
-    def run(self, ctx: RunContext) -> Outcome:
-        settings = getattr(self.cfg, self.study.key)
-        self.results = self.study.run(settings, seed=self.cfg.seed, config=self.cfg, run_dir=ctx.run.path,
-                                      progress=lambda done: ctx.progress(int(STEPS * done)))
-        store_results(ctx.run, self.study.name, self.results)
-        return Outcome("completed", {"study": self.study.name})
-
-    def close(self) -> None:
-        pass
+def prepare(cfg: Any, state: Any = None) -> PreparedStudy:
+    """The chosen study, given the whole config and the run directory (where its files go by default)."""
+    return PreparedStudy(cfg, study_of(cfg), "study",
+                         context=lambda run: {"config": cfg, **({"run_dir": run.path} if run is not None else {})})
 
 
 register(ExperimentKind(
     "split", "split computing: train, simulate, COMtune, loss curves, NASC-style search, MWJC bandit",
-    config=config_model, prepare=PreparedSplit, describe=lambda cfg: {"study": cfg.study},
-    summary=scalar_summary, headline=scalar_headline, check=check))
+    config=config_model, prepare=prepare, describe=lambda cfg: {"study": cfg.study},
+    summary=summary, headline=headline, check=check))

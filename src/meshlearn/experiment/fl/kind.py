@@ -94,23 +94,23 @@ def _check_unread(cfg: Any) -> None:
                               "they would be ignored; drop them or change fl.algorithm")
 
 
-def _default_text(cfg: Any, key: str) -> str:
+def _field(cfg: Any, key: str) -> tuple[Any, Any]:
+    """The value at dotted ``key`` and its field's default."""
     *parents, last = key.split(".")
     model = cfg
     for part in parents:
         model = getattr(model, part)
-    default = type(model).model_fields[last].get_default(call_default_factory=True)
+    return getattr(model, last), type(model).model_fields[last].get_default(call_default_factory=True)
+
+
+def _default_text(cfg: Any, key: str) -> str:
+    default = _field(cfg, key)[1]
     return "{}" if default is None or isinstance(default, BaseModel) or default == {} else repr(default)
 
 
 def _changed(cfg: Any, key: str) -> bool:
     """Whether the dotted ``key`` (a section or a field; ``fl`` ignoring its algorithm) differs from its default."""
-    *parents, last = key.split(".")
-    model = cfg
-    for part in parents:
-        model = getattr(model, part)
-    value = getattr(model, last)
-    default = type(model).model_fields[last].get_default(call_default_factory=True)
+    value, default = _field(cfg, key)
     if key == "fl":
         return bool({k for k in diff_from_default(value, default) if k != "algorithm"})
     return value != default
