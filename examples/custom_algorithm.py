@@ -54,8 +54,7 @@ def build(setup: spec.Setup) -> spec.Plan:
 
 
 SPEC = spec.AlgorithmSpec("fedmedian", "FedAvg rounds, coordinate-wise median aggregation", build,
-                          section="fedmedian", settings=FedMedianSettings, roles=("server", "client"),
-                          ignores=spec.STAR_IGNORES)
+                          section="fedmedian", settings=FedMedianSettings, roles=("server", "client"))
 
 if __name__ == "__main__":
     import tempfile

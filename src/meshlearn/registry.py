@@ -3,7 +3,8 @@
 Built-ins register at import with ``@REG.register("name")``; third parties use the entry-point
 group ``meshlearn.<kind>`` in their ``pyproject.toml``. Duplicate names raise, unknown names raise
 with the list of valid names. ``check_params`` checks the keyword parameters a config passes to a
-registered factory (used by data, models and executors).
+registered factory (used by data, models and executors); ``per_contents`` caches what is built
+from a registry's contents (the experiment kinds' config models).
 
 A registry made with ``discover="meshlearn.fl"`` imports every module of that package (and its
 subpackages) on its first lookup, so a built-in registers by existing: adding an algorithm is
@@ -12,6 +13,7 @@ adding one module, and nothing is imported before someone asks for the registry'
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -22,7 +24,7 @@ from meshlearn.errors import RegistryError, UsageError
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "check_params"]
+__all__ = ["Registry", "check_params", "per_contents"]
 
 
 class Registry(Generic[T]):
@@ -106,9 +108,23 @@ class Registry(Generic[T]):
                 self._items[ep.name] = ep.load()
 
 
-def call_registered(registry: Registry[Callable[..., T]], name: str, **kwargs) -> T:
-    """Look up ``name`` and call the factory with ``kwargs``."""
-    return registry.get(name)(**kwargs)
+def per_contents(registry: Callable[[], Registry]) -> Callable[[Callable[[], T]], Callable[[], T]]:
+    """Decorate a builder of something derived from a registry's contents (a config model with a section
+    per registered item): it builds once per set of names, and again after a plugin registers more.
+    ``registry`` returns the registry (a function, so its module may be imported late)."""
+    def decorate(build: Callable[[], T]) -> Callable[[], T]:
+        built: dict[tuple[str, ...], T] = {}
+
+        @functools.wraps(build)
+        def cached() -> T:
+            names = tuple(registry().names())
+            if names not in built:
+                built[names] = build()
+            return built[names]
+
+        return cached
+
+    return decorate
 
 
 def check_params(fn: Callable[..., Any], what: str, given: dict[str, Any], fixed: int = 0) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 __all__ = ["out", "err", "Reporter", "summary_table", "RUNS_DIR_HELP"]
 
+
 class _Stdout:
     """stdout, at least 120 columns wide so tables stay readable when piped (the width is read at each print)."""
 

@@ -65,10 +65,9 @@ def tls_files(cert, key, ca):
 
 
 def address(option: str, text: str, *, listening: bool = False) -> tuple[str, int]:
-    """HOST:PORT (or [IPv6]:PORT) from --listen/--server; errors name the option and the valid ports.
+    """HOST:PORT (or [IPv6]:PORT) from --listen/--server/--peer; errors name the option and the valid ports.
 
-    Parsed here rather than with experiment.deploy.parse_address so that a typo is reported at once,
-    without importing torch first (same rules, plus the port range).
+    Parsed before anything heavy is imported, so that a typo is reported at once.
     """
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
@@ -143,7 +142,6 @@ def _load(config: str, set_: list[str], role: str):
     from meshlearn.experiment import load_experiment
     from meshlearn.experiment.fl.deploy import check_role
     from meshlearn.experiment.fl.kind import check
-
     from meshlearn.experiment.fl.schema import FLExperiment
 
     cfg = load_experiment(config, set_)
@@ -157,7 +155,8 @@ def _load(config: str, set_: list[str], role: str):
 
 @app.command("serve")
 def serve_cmd(
-    config: Optional[str] = typer.Argument(None, help="TOML file or preset name; data.clients is how many joins to wait for."),
+    config: Optional[str] = typer.Argument(None, help="TOML file or preset name; data.clients is how many joins to "
+                                           "wait for."),
     listen: str = typer.Option("127.0.0.1:7070", "--listen", help="HOST:PORT to accept clients on."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set fl.rounds=5."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stored run at its last completed round "
@@ -206,10 +205,9 @@ def serve_cmd(
          f"waiting for {cfg.data.clients} clients")
     with running(run):
         finished = _serve(runtime, run, listen, timeout)
-    run.close()
     done = server.completed_round >= cfg.fl.rounds
-    run.set_status("completed" if done else "stopped", completed_round=server.completed_round,
-                   **({"error": server.gave_up} if server.gave_up else {}))
+    run.finish("completed" if done else "stopped", completed_round=server.completed_round,
+               **({"error": server.gave_up} if server.gave_up else {}))
     _say(f"run {run.id}: {'completed' if done else 'stopped'} after round {server.completed_round}"
          + (f" ({server.gave_up}; is `meshlearn join` pointed at {listen}?)" if server.gave_up else ""))
     sys.exit(0 if finished and done else 1)
@@ -245,8 +243,10 @@ def join_cmd(
     server: str = typer.Option("127.0.0.1:7070", "--server", help="HOST:PORT of `meshlearn serve`."),
     client_id: str = typer.Option(..., "--client-id", help="This client's id, e.g. client-03 (selects its data shard)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key (keep it consistent with the server)."),
-    local_data: bool = typer.Option(False, "--local-data", help="Train on this machine's whole dataset (data.path) instead of a shard."),
-    rejoin_s: float = typer.Option(5.0, "--rejoin-s", help="Re-announce after this many silent seconds (finds a restarted server)."),
+    local_data: bool = typer.Option(False, "--local-data", help="Train on this machine's whole dataset (data.path) "
+                                    "instead of a shard."),
+    rejoin_s: float = typer.Option(5.0, "--rejoin-s", help="Re-announce after this many silent seconds (finds a "
+                                   "restarted server)."),
     secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
     tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
     timeout: Optional[float] = TIMEOUT,
@@ -284,22 +284,24 @@ def peer_cmd(
     """Run one peer of a peer-to-peer algorithm over TCP with its topology neighbours.
 
     Each peer stores its own run (named CONFIG-NAME-PEER-ID) with its per-epoch accuracy."""
-    from meshlearn.experiment.fl.deploy import EpochPrinter, parse_address, peer_runtime
+    addr = address("--listen", listen, listening=True)
+    addresses = {}
+    for item in peer:
+        pid, sep, text = item.partition("=")
+        if not sep or not pid:
+            raise UsageError(f"--peer {item!r} must look like ID=HOST:PORT, e.g. client-01=127.0.0.1:7101")
+        addresses[pid] = address(f"--peer {pid}", text)
+    cfg = _load(config, set_, "peer")
+
+    from meshlearn.experiment.fl.deploy import EpochPrinter, peer_runtime
     from meshlearn.experiment.fl.kind import RoundSink
     from meshlearn.experiment.lifecycle import create_run, kind_of_config, running
     from meshlearn.store import RunStore
 
-    addresses = {}
-    for item in peer:
-        pid, sep, addr = item.partition("=")
-        if not sep or not pid:
-            raise UsageError(f"--peer {item!r} must look like ID=HOST:PORT, e.g. client-01=127.0.0.1:7101")
-        addresses[pid] = parse_address(addr)
-    cfg = _load(config, set_, "peer")
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
     _console_log()
     printer, sink = EpochPrinter(_say), _LateSink()
-    runtime, node = peer_runtime(cfg, peer_id, listen=parse_address(listen), addresses=addresses, secret=secret,
+    runtime, node = peer_runtime(cfg, peer_id, listen=addr, addresses=addresses, secret=secret,
                                  tls=tls, say=_say, sink=sink)
     named = cfg.model_copy(update={"name": f"{cfg.name}-{peer_id}"})
     run = create_run(RunStore(runs_dir), named, kind_of_config(cfg), mode="peer", peer=peer_id)
@@ -307,8 +309,7 @@ def peer_cmd(
     _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}; run {run.id}")
     with running(run):
         finished = runtime.run_forever(timeout)
-    run.close()
-    run.set_status("completed" if finished else "stopped")
+    run.finish("completed" if finished else "stopped")
     _say(f"{peer_id}: {'finished' if finished else 'timed out'}")
     sys.exit(0 if finished else 1)
 

@@ -15,8 +15,8 @@ from meshlearn.cli.console import RUNS_DIR_HELP
 from meshlearn.cli.deploy import INSECURE, SECRET_FILE, read_secret
 from meshlearn.errors import UsageError
 
-overlay_app = typer.Typer(help="Fault-tolerant overlay: simulated experiments (sim) and real SWIM members over UDP (up).",
-                          no_args_is_help=True, rich_markup_mode=None)
+overlay_app = typer.Typer(help="Fault-tolerant overlay: simulated experiments (sim) and real SWIM members over "
+                          "UDP (up).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(overlay_app, name="overlay")
 console = Console()
 
@@ -58,8 +58,7 @@ def up_cmd(
     events: Optional[Path] = typer.Option(None, "--events", help="Append membership events here as JSON lines."),
     status_every: float = typer.Option(10.0, "--status-every", help="Seconds between membership tables and "
                                        "run-store snapshots (0: tables only at the end, snapshots every 5 s)."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Run store root for this process's run "
-                                            "[default: $MESHLEARN_RUNS or ./runs]."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
     secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
 ) -> None:
     """Host a block of SWIM members; they probe, gossip and detect failures with the whole cluster.
@@ -69,6 +68,8 @@ def up_cmd(
         meshlearn overlay up --listen 127.0.0.1:7000-7024 --cluster 127.0.0.1:7000-7099 --secret-file key
         meshlearn overlay up --listen 127.0.0.1:7025-7049 --cluster 127.0.0.1:7000-7099 --secret-file key ...
     """
+    import asyncio
+
     from meshlearn.overlay.swim.config import swim_preset
     from meshlearn.overlay.swim.udp import SwimHost, open_events, parse_cluster
 
@@ -90,15 +91,13 @@ def up_cmd(
         if status_every > 0:
             _print_status(h)
 
-    import asyncio
-
     status_now = "failed"
     try:
         asyncio.run(host.run(duration, status, status_every or 5.0))
         status_now = "completed"
     finally:
         _record(run, host, next(ticks))
-        run.set_status(status_now, **{f"stat_{k}": v for k, v in host.stats().items()})
+        run.finish(status_now, **{f"stat_{k}": v for k, v in host.stats().items()})
         _print_status(host)
         stats = {k: v for k, v in host.stats().items() if v}
         console.print("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(stats.items())) or "none"))

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from meshlearn.cli.console import err
+from meshlearn.cli.console import out as stdout  # commands here have an --out option
 from meshlearn.cli.split import (BITS, CHANNEL, ELEMENTS, MODEL, MTU, ORDER, PERM_SEED, QUANT, RESCALE, RESCALE_P,
                                  RUNS_DIR, channel, check_out, option, run_study, split_app)
 from meshlearn.errors import UsageError
 from meshlearn.split.nasc import NascSettings
 from meshlearn.split.studies import DEFAULT_RATES, BanditStudy, CurveStudy, TuneStudy
 
-console = Console(stderr=True)
 OUT_JSON = typer.Option(None, "--out", help="Also write the full result as JSON here.")
 
 
@@ -111,8 +111,8 @@ def curve_cmd(
         table.add_column(name, justify="right")
     for i, (rate, _) in enumerate(result["curves"][names[0]]):
         table.add_row(f"{100 * rate:g}%", *(f"{100 * result['curves'][n][i][1]:.2f}" for n in names))
-    Console().print(table)
-    console.print(f"wrote {result['path']}", highlight=False)
+    stdout.print(table)
+    err.print(f"wrote {result['path']}", highlight=False)
 
 
 # ----- NASC-style search ------------------------------------------------------------------
@@ -169,9 +169,9 @@ def _search_table(result: dict) -> None:
             continue
         table.add_row(key, row["candidate"], f"{1e3 * row['latency_s']:.2f}", str(row["wire_bytes"]),
                       f"{row['drop_pts']:.2f}", f"{100 * row.get('test_accuracy', float('nan')):.2f}")
-    Console().print(table)
+    stdout.print(table)
     if result["latency_ratio"] is not None:
-        Console().print(f"latency ratio chosen / best fixed split: {result['latency_ratio']:.3f}")
+        stdout.print(f"latency ratio chosen / best fixed split: {result['latency_ratio']:.3f}")
 
 
 # ----- MWJC -------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def bandit_cmd(
     report = run_study(_shared(seed, "bandit", bandit=bandit), runs_dir)
     if out is not None:
         out.write_text(json.dumps(report, indent=1) + "\n")
-        console.print(f"wrote {out}")
+        err.print(f"wrote {out}")
     _bandit_table(report, rounds)
 
 
@@ -217,10 +217,10 @@ def _bandit_table(report: dict, rounds: int) -> None:
     for row in report["top5"]:
         table.add_row(row["arm"], f"{row['expected_reward']:.4f}", f"{row['accuracy']:.4f}", f"{row['latency_ms']:.2f}",
                       str(report["histogram_last_half"].get(row["arm"], 0)))
-    Console().print(table)
+    stdout.print(table)
     if report["best_margin"] is not None and report["best_margin"] < 3 * report["eval_stderr"]:
-        console.print(f"note: the best arm leads {report['runner_up']} by {report['best_margin']:.5f}, within 3 Monte "
+        err.print(f"note: the best arm leads {report['runner_up']} by {report['best_margin']:.5f}, within 3 Monte "
                       f"Carlo standard errors ({report['eval_stderr']:.5f}): a statistical tie, so the pick rate "
                       "undercounts good choices")
     if report["placeholder_curves"]:
-        console.print(f"placeholder curves in play: {', '.join(report['placeholder_curves'])} (pass --curves)")
+        err.print(f"placeholder curves in play: {', '.join(report['placeholder_curves'])} (pass --curves)")

@@ -75,8 +75,8 @@ def make_executor(name: str, workspace: Workspace, **options: Any) -> Executor:
     Unknown names raise RegistryError listing the valid ones; unknown options raise UsageError.
     """
     factory = EXECUTORS.get(name)
-    if factory is InlineExecutor:
-        check_params(InlineExecutor, "executor 'inline'", options, fixed=1)
+    if isinstance(factory, type):  # a class registered directly (the lazy backends check their own)
+        check_params(factory, f"executor {name!r}", options, fixed=1)
     return factory(workspace, **options)
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from meshlearn.config import load_config, parse_value, read_toml, validate_config
 from meshlearn.errors import ConfigError
-from meshlearn.experiment.kinds import kind_named
+from meshlearn.experiment.kinds import KINDS, ExperimentKind, kind_named
 
 __all__ = ["preset_names", "resolve_config_path", "load_experiment", "parse_experiment"]
 
@@ -57,9 +57,7 @@ def parse_experiment(data: Mapping[str, Any], source: str = "") -> BaseModel:
     return validate_config(kind.config(), data, source=source)
 
 
-def _kind_from(name: str | None, source: str):
-    from meshlearn.experiment.kinds import KINDS
-
+def _kind_from(name: str | None, source: str) -> ExperimentKind:
     if name is not None and name not in KINDS:
         raise ConfigError("kind", f"unknown experiment kind {name!r}" + (f" (in {source})" if source else ""),
                           KINDS.names())

@@ -98,15 +98,11 @@ def running(run: Run) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        run.metrics.flush()
-        run.close()
-        run.set_status("interrupted")
+        run.finish("interrupted")
         _log.warning("interrupted: completed steps are saved; resume with `meshlearn run --resume %s`", run.id)
         raise
     except BaseException as exc:
-        run.metrics.flush()
-        run.close()
-        run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        run.finish("failed", error=f"{type(exc).__name__}: {exc}")
         _log.error("failed: %s", exc)
         raise
     finally:
@@ -171,15 +167,12 @@ def run_experiment(config: BaseModel | None, store: RunStore, *, resume: str | N
     """
     if (config is None) == (resume is None):
         raise ConfigError("", "give a config or resume=RUN_ID, not both")
-    if resume is None:
-        kind = kind_of_config(config)
-        kind.check(config)
-        prepared, run, state = kind.prepare(config, None), None, None
-    else:
+    run, state = None, None
+    if resume is not None:
         run, config, state = open_run_for_resume(store, resume, overrides)
-        kind = kind_of_config(config)
-        kind.check(config)
-        prepared = kind.prepare(config, state)
+    kind = kind_of_config(config)
+    kind.check(config)
+    prepared = kind.prepare(config, state)
     try:
         if run is None:
             run = create_run(store, config, kind)
@@ -196,10 +189,8 @@ def _execute(run: Run, prepared: Prepared, progress: Callable[[Progress], None] 
     wall0 = time.perf_counter()
     with running(run):
         outcome = prepared.run(ctx)
-        run.metrics.flush()
-    run.set_status(outcome.status, wall_s=round(time.perf_counter() - wall0, 3), **outcome.info,
-                   **({"warnings": ctx.warnings[-20:]} if ctx.warnings else {}))
-    run.close()  # checkpoints the SQLite write-ahead log into metrics.sqlite (reopened on demand)
+    run.finish(outcome.status, wall_s=round(time.perf_counter() - wall0, 3), **outcome.info,
+               **({"warnings": ctx.warnings[-20:]} if ctx.warnings else {}))
     if outcome.error:
         raise StoreError(outcome.error)
     return outcome

@@ -24,6 +24,7 @@ from meshlearn.errors import ConfigError
 from meshlearn.experiment.kinds import ExperimentKind, register
 from meshlearn.experiment.studies import PreparedStudy, headline, study_fields, summary
 from meshlearn.overlay.studies import STUDIES
+from meshlearn.registry import per_contents
 from meshlearn.study import Study
 
 __all__ = ["OverlayExperiment", "check", "config_model", "study_of"]
@@ -39,16 +40,11 @@ class OverlayExperiment(BaseModel):
     seed: int = Field(0, ge=0, description="root seed: same seed, same results")
 
 
-_BUILT: dict[tuple[str, ...], type[OverlayExperiment]] = {}
-
-
+@per_contents(lambda: STUDIES)
 def config_model() -> type[OverlayExperiment]:
     """The overlay experiment model: ``protocol`` plus one section per registered study."""
-    names = tuple(STUDIES.names())
-    if names not in _BUILT:
-        _BUILT[names] = create_model("OverlayExperiment", __base__=OverlayExperiment,
-                                     __doc__=OverlayExperiment.__doc__, **study_fields(STUDIES, "protocol"))
-    return _BUILT[names]
+    return create_model("OverlayExperiment", __base__=OverlayExperiment, __doc__=OverlayExperiment.__doc__,
+                        **study_fields(STUDIES, "protocol"))
 
 
 def study_of(cfg: Any) -> Study:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from meshlearn.errors import ConfigError
 from meshlearn.experiment.kinds import ExperimentKind, register
 from meshlearn.experiment.studies import PreparedStudy, headline, study_fields, summary
+from meshlearn.registry import per_contents
 from meshlearn.study import Study
 
 __all__ = ["SplitExperiment", "DEFAULT_CHANNEL", "check", "config_model", "prepare", "studies"]
@@ -71,16 +72,11 @@ class SplitExperiment(BaseModel):
                                                 "[train] says (infer, tune, curve)")
 
 
-_BUILT: dict[tuple[str, ...], type[SplitExperiment]] = {}
-
-
+@per_contents(studies)
 def config_model() -> type[SplitExperiment]:
     """The split experiment model: ``study``, the shared model/channel/train keys, one section per study."""
-    names = tuple(studies().names())
-    if names not in _BUILT:
-        _BUILT[names] = create_model("SplitExperiment", __base__=SplitExperiment, __doc__=SplitExperiment.__doc__,
-                                     **study_fields(studies(), "study", _shared_fields()))
-    return _BUILT[names]
+    return create_model("SplitExperiment", __base__=SplitExperiment, __doc__=SplitExperiment.__doc__,
+                        **study_fields(studies(), "study", _shared_fields()))
 
 
 def study_of(cfg: Any) -> Study:

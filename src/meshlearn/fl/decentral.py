@@ -440,12 +440,9 @@ def _horizon_s(config: Any) -> float:
     return 4.0 * config.decentral.epochs * config.decentral.epoch_deadline_s
 
 
-_NO_SERVER = "peer-to-peer: there is no server"
-PEER_IGNORES = {"fl": "peers run [decentral] (epochs, lr, batch_size...), not the server's round settings",
-                "selection": f"{_NO_SERVER} to select clients", "network.uplink_loss": f"{_NO_SERVER}, so no uplink",
-                "network.downlink_loss": f"{_NO_SERVER}, so no downlink"}
 _COMMON = dict(section="decentral", settings=DecentralSettings, rounds=_epochs, horizon_s=_horizon_s, resumable=False,
-               server=False, roles=("peer",), ignores=PEER_IGNORES)
+               server=False, roles=("peer",),
+               ignores={"fl": "peers run [decentral] (epochs, lr, batch_size...), not the server's round settings"})
 spec.register(spec.AlgorithmSpec("cmfd", "consensus-based multi-hop federated distillation between neighbours",
                                  build_cmfd, open_set=True, **_COMMON))
 spec.register(spec.AlgorithmSpec("gossip", "parameter-averaging gossip between neighbours", build_gossip, **_COMMON))

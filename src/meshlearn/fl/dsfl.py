@@ -100,6 +100,11 @@ class DSFLSettings(BaseModel):
         """The clients' distillation step of every round."""
         return Distillation(self.distill_epochs, self.distill_lr, self.distill_batch_size, self.distill_momentum)
 
+    def server_distillation(self) -> "Distillation":
+        """The server's distillation of its own model on each round's aggregate."""
+        return Distillation(self.server_distill_epochs, self.server_distill_lr, self.distill_batch_size,
+                            self.distill_momentum)
+
 
 @dataclass(frozen=True)
 class Distillation(MetaRecord):
@@ -114,6 +119,11 @@ class Distillation(MetaRecord):
         rules = (("epochs >= 0", self.epochs >= 0), ("lr > 0", self.lr > 0), ("batch_size >= 1", self.batch_size >= 1),
                  ("0 <= momentum < 1", 0 <= self.momentum < 1))
         return [rule for rule, ok in rules if not ok]
+
+    def task(self, node: str, params: Params, indices: np.ndarray, targets: np.ndarray, seed: int) -> DistillTask:
+        """The DistillTask that pulls ``params``' outputs on open rows ``indices`` towards ``targets`` (KL)."""
+        return DistillTask(client=node, params=params, indices=indices, targets=targets, loss="kl", epochs=self.epochs,
+                           batch_size=self.batch_size, lr=self.lr, momentum=self.momentum, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -271,10 +281,8 @@ class DSFLServer(DistillRoundServer):
         if not self.dsfl.server_distill:
             self._after_eval(ctx, self.reported_result(rnd))
         elif ok:
-            task = DistillTask(client=self.node_id, params=self.params, indices=self.subset, targets=self.soft,
-                               loss="kl", epochs=self.dsfl.server_distill_epochs,
-                               batch_size=self.dsfl.distill_batch_size, lr=self.dsfl.server_distill_lr,
-                               momentum=self.dsfl.distill_momentum, seed=int(ctx.rng.integers(2**31)))
+            task = self.dsfl.server_distillation().task(self.node_id, self.params, self.subset, self.soft,
+                                                        int(ctx.rng.integers(2**31)))
             self.pending_task = ctx.submit(task)
         else:
             self._submit_eval(ctx)
@@ -322,10 +330,7 @@ class DSFLClient(DistillRoundClient):
 
     def stage_task(self, stage: str):
         if stage == "distill":
-            d = self.distill
-            return DistillTask(client=self.node_id, params=self.params, indices=self.prev[0], targets=self.prev[1],
-                               loss="kl", epochs=d.epochs, batch_size=d.batch_size, lr=d.lr, momentum=d.momentum,
-                               seed=self.seed)
+            return self.distill.task(self.node_id, self.params, *self.prev, self.seed)
         if stage == "train":
             return self.training.task(self.node_id, self.params, (self.seed + 1) % 2**31)
         if stage == "predict":
@@ -371,4 +376,4 @@ def build_dsfl(setup: spec.Setup) -> spec.Plan:
 
 spec.register(spec.AlgorithmSpec(
     "dsfl", "distillation on soft labels of a shared unlabelled set (SA or ERA aggregation)", build_dsfl,
-    section="dsfl", settings=DSFLSettings, roles=("server", "client"), open_set=True, ignores=spec.STAR_IGNORES))
+    section="dsfl", settings=DSFLSettings, roles=("server", "client"), open_set=True))

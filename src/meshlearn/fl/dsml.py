@@ -424,6 +424,4 @@ spec.register(spec.AlgorithmSpec(
              "fl.fraction": "every live member trains every round", "fl.clients_per_round": "every live member "
              "trains every round", "fl.min_completion": "a round closes at each height's deadline",
              "network.topology": f"{_FLAT}: members talk along the skip graph",
-             "network.topology_params": f"{_FLAT}: members talk along the skip graph",
-             "network.uplink_loss": "there is no server, so no uplink",
-             "network.downlink_loss": "there is no server, so no downlink"}))
+             "network.topology_params": f"{_FLAT}: members talk along the skip graph"}))

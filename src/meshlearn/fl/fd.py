@@ -206,4 +206,4 @@ def build_fd(setup: spec.Setup) -> spec.Plan:
 
 spec.register(spec.AlgorithmSpec(
     "fd", "federated distillation: clients share per-label mean logits, never models", build_fd,
-    section="fd", settings=FDSettings, roles=("server", "client"), ignores=spec.STAR_IGNORES))
+    section="fd", settings=FDSettings, roles=("server", "client")))

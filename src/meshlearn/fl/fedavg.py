@@ -47,8 +47,7 @@ def build_fedprox(setup: spec.Setup) -> spec.Plan:
 
 
 spec.register(spec.AlgorithmSpec(
-    "fedavg", "parameter averaging weighted by sample counts", build_fedavg, roles=("server", "client"),
-    ignores=spec.STAR_IGNORES, default=True))
+    "fedavg", "parameter averaging weighted by sample counts", build_fedavg, roles=("server", "client"), default=True))
 spec.register(spec.AlgorithmSpec(
     "fedprox", "FedAvg with a proximal term on the clients' loss", build_fedprox, section="fedprox",
-    settings=FedProxSettings, roles=("server", "client"), ignores=spec.STAR_IGNORES))
+    settings=FedProxSettings, roles=("server", "client")))

@@ -15,7 +15,8 @@ Selection is pluggable (`meshlearn.fl.selection`); the default `random` selector
 rng draws this server always made. Clients' fl.join meta goes to `selector.telemetry`.
 
 FedProx differs from FedAvg only in the clients' proximal term (`prox_mu` in fl.train).
-`RoundSettings` is the `[fl]` section of an experiment, taken whole. Resuming: pass `resume=(round, params)` and the server continues at round + 1.
+`RoundSettings` is the `[fl]` section of an experiment, taken whole. Resuming: pass
+`resume=(round, params)` and the server continues at round + 1.
 """
 
 from __future__ import annotations

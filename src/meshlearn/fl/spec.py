@@ -13,7 +13,8 @@ Build, run, deploy and the CLI only look specs up; no algorithm name appears out
     server              True: clients around a node "server" (a star); False: peers on their own graph
     roles               what real deployments host: ("server", "client") for serve/join, ("peer",)
     open_set            whether it needs the shared unlabelled set (data.open_size / data.open_path)
-    ignores             config keys it never reads -> why; a non-default value there is a config error
+    ignores             config keys it never reads -> why, besides those ``server`` implies (``unread()``
+                        has both); a non-default value there is a config error
     default             the algorithm an experiment runs when ``fl.algorithm`` is not set (exactly one)
 """
 
@@ -28,14 +29,21 @@ from pydantic import BaseModel
 from meshlearn.node import Node
 from meshlearn.registry import Registry
 
-__all__ = ["ALGORITHMS", "SERVER", "STAR_IGNORES", "AlgorithmSpec", "Plan", "Setup", "default_algorithm", "fl_rounds", "register",
-           "round_horizon_s"]
+__all__ = ["ALGORITHMS", "SERVER", "IMPLIED_IGNORES", "AlgorithmSpec", "Plan", "Setup", "default_algorithm",
+           "fl_rounds", "register", "round_horizon_s"]
 
 SERVER = "server"  # the node id of the server of server-based algorithms
 Params = dict[str, np.ndarray]
 
 _STAR = "server-based algorithms connect every client to the server (a star); it is the peer graph of peer-to-peer ones"
-STAR_IGNORES = {"network.topology": _STAR, "network.topology_params": _STAR}  # what a server-based spec never reads
+_NO_SERVER = "there is no server"
+# config keys that follow from ``server`` alone: a server-based algorithm never reads the peer graph, one
+# without a server never selects clients and has no client<->server links (a spec's own ``ignores`` add to these)
+IMPLIED_IGNORES = {
+    True: {"network.topology": _STAR, "network.topology_params": _STAR},
+    False: {"selection": f"{_NO_SERVER} to select clients", "network.uplink_loss": f"{_NO_SERVER}, so no uplink",
+            "network.downlink_loss": f"{_NO_SERVER}, so no downlink"},
+}
 
 
 class Setup(Protocol):
@@ -109,6 +117,10 @@ class AlgorithmSpec:
     def __post_init__(self) -> None:
         if (self.section is None) != (self.settings is None):
             raise ValueError(f"algorithm {self.name!r}: give both section and settings, or neither")
+
+    def unread(self) -> dict[str, str]:
+        """Every config key this algorithm never reads -> why: what ``server`` implies, then its own ``ignores``."""
+        return {**IMPLIED_IGNORES[self.server], **self.ignores}
 
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithms", discover="meshlearn.fl")

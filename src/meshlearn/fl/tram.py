@@ -342,8 +342,5 @@ spec.register(spec.AlgorithmSpec(
     build_tram, section="tram", settings=TramSettings, rounds=lambda c: c.tram.transmissions,
     horizon_s=lambda c: 4.0 * c.tram.transmissions * c.tram.ack_timeout_s, resumable=False, server=False,
     ignores={"fl": "the token's training is set in [tram] (batch_size, lr, batches_per_hop)",
-             "selection": f"{_ALONE}; there is no server to select clients",
              "network.topology": f"{_ALONE}: any node may send it to any other",
-             "network.topology_params": f"{_ALONE}: any node may send it to any other",
-             "network.uplink_loss": "there is no server, so no uplink", "network.downlink_loss": "there is no server, "
-             "so no downlink"}))
+             "network.topology_params": f"{_ALONE}: any node may send it to any other"}))

@@ -16,7 +16,6 @@ Rule: this module imports no torch. Nodes build these records; the handlers that
     HopTrainTask -> HopTrainResult  a few minibatches on one node's data (Tram-FL)
 """
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass

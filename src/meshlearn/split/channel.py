@@ -100,7 +100,6 @@ class ChannelSpec(BaseModel):
         "none", description="scale survivors by 1/(1-p): p observed per tensor, or rescale_p")
     rescale_p: float = Field(0.0, ge=0, lt=1, description="p for rescale='fixed'")
 
-
     @field_validator("quant", mode="before")
     @classmethod
     def _renamed(cls, value: object) -> object:

@@ -102,6 +102,11 @@ class Run:
         write_json(self.path / INFO_FILE, info)
         self.info = info
 
+    def finish(self, status: str, **extra: Any) -> None:
+        """Close the metrics (flushed, write-ahead log checkpointed) and record the final ``status``."""
+        self.close()
+        self.set_status(status, **extra)
+
     def reload(self) -> dict[str, Any]:
         """Re-read ``run.json`` (another process may have updated it)."""
         self.info = self._read_info()

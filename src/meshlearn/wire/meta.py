@@ -24,9 +24,11 @@ record with bad values locally raises ``UsageError`` (the caller's mistake, not 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
 import typing
-from typing import Any, ClassVar, Literal, Mapping, TypeVar
+from typing import Any, Literal, Mapping, TypeVar
 
 from meshlearn.errors import ProtocolError, UsageError
 
@@ -39,8 +41,6 @@ _MISSING = object()
 @dataclasses.dataclass(frozen=True)
 class MetaRecord:
     """Base of typed meta records; subclasses are frozen dataclasses of scalars."""
-
-    _hints: ClassVar[dict[type, dict[str, Any]]] = {}
 
     def problems(self) -> list[str]:
         """The rules this record's values break (empty when valid); subclasses override."""
@@ -63,7 +63,7 @@ class MetaRecord:
     @classmethod
     def from_meta(cls: type[R], meta: Mapping[str, Any], prefix: str = "") -> R:
         """Read a record back from a peer's meta; ProtocolError names the first bad field."""
-        hints = cls._field_types()
+        hints = _field_types(cls)
         values = {}
         for f in dataclasses.fields(cls):
             key = prefix + f.name
@@ -78,11 +78,10 @@ class MetaRecord:
         except UsageError as exc:
             raise ProtocolError(f"bad {cls.__name__} in meta: {exc}") from None
 
-    @classmethod
-    def _field_types(cls) -> dict[str, Any]:
-        if cls not in MetaRecord._hints:
-            MetaRecord._hints[cls] = typing.get_type_hints(cls)
-        return MetaRecord._hints[cls]
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _checked(key: str, value: Any, hint: Any) -> Any:
@@ -105,7 +104,7 @@ def _checked(key: str, value: Any, hint: Any) -> Any:
 
 
 def _arms(hint: Any) -> tuple[Any, ...]:
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return typing.get_args(hint)
     return (hint,)
 

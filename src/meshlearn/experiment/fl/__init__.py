@@ -1,1 +1,2 @@
-"""The ``fl`` experiment kind: config model (``schema``), building runs (``build``), the kind (``kind``), real processes (``deploy``)."""
+"""The ``fl`` experiment kind: config model (``schema``), building runs (``build``), the kind (``kind``),
+real processes (``deploy``)."""

@@ -16,9 +16,9 @@ import numpy as np
 
 from meshlearn.errors import UsageError
 from meshlearn.experiment.fl.build import BuildSetup, build_workspace, client_ids, codec_of, spec_of
-from meshlearn.fl.spec import ALGORITHMS, SERVER, Plan
+from meshlearn.fl.spec import ALGORITHMS, SERVER
 
-__all__ = ["TLSFiles", "serve_runtime", "join_runtime", "peer_runtime", "parse_address", "check_role", "EpochPrinter"]
+__all__ = ["TLSFiles", "serve_runtime", "join_runtime", "peer_runtime", "check_role", "EpochPrinter"]
 
 _COMMANDS = {"server": "meshlearn serve", "client": "meshlearn join", "peer": "meshlearn peer"}
 
@@ -33,13 +33,6 @@ class TLSFiles:
         from meshlearn.runtime import make_tls_contexts
 
         return make_tls_contexts(self.cert, self.key, self.ca)
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise UsageError(f"address {text!r} must look like HOST:PORT, e.g. 127.0.0.1:7070")
-    return host.strip("[]"), int(port)
 
 
 def check_role(cfg: Any, role: str) -> None:
@@ -57,23 +50,21 @@ def check_role(cfg: Any, role: str) -> None:
     raise UsageError(f"`{_COMMANDS[role]}` hosts the {role} of {', '.join(offering)}; {hint}")
 
 
-def _plan(cfg: Any, ws: Any, ids: list[str], resume: Any, role: str) -> Plan:
-    """The algorithm's nodes, built exactly as in simulation."""
-    check_role(cfg, role)
-    return spec_of(cfg).build(BuildSetup(cfg, ws, ids, resume))
-
-
-def warm_up(ws: Any) -> None:
-    """Pay torch's one-time optimizer import (~2 s) before joining, not inside the first round's deadline."""
-    from meshlearn.learn.workspace import warm_up as warm
-
-    warm(ws)
+def _node(setup: BuildSetup, node_id: str) -> Any:
+    """The node ``node_id`` of the algorithm's plan, built exactly as in simulation."""
+    plan = spec_of(setup.config).build(setup)
+    node = next(n for n in plan.nodes if n.node_id == node_id)
+    return plan.alone(node) if plan.alone else node
 
 
 def _runtime(cfg: Any, ws: Any, **options: Any):
+    """An AsyncioRuntime running tasks inline on ``ws``, warmed up: torch's one-time optimizer import (~2 s)
+    is paid now, not inside the first round's deadline."""
     from meshlearn.executors import InlineExecutor
+    from meshlearn.learn.workspace import warm_up
     from meshlearn.runtime import AsyncioRuntime
 
+    warm_up(ws)
     return AsyncioRuntime(executor=InlineExecutor(ws), codec=codec_of(cfg), seed=cfg.seed, **options)
 
 
@@ -82,9 +73,7 @@ def serve_runtime(cfg: Any, *, listen: tuple[str, int], secret: bytes | None, tl
     """The server in an AsyncioRuntime listening on ``listen``; returns (runtime, server node)."""
     check_role(cfg, "server")
     ws = build_workspace(cfg)
-    warm_up(ws)
-    server = next(n for n in _plan(cfg, ws, client_ids(cfg.data.clients), resume, "server").nodes
-                  if n.node_id == SERVER)
+    server = _node(BuildSetup(cfg, ws, client_ids(cfg.data.clients), resume), SERVER)
     runtime = _runtime(cfg, ws, listen=listen, secret=secret, ssl_server=tls.contexts()[0] if tls else None,
                        sink=sink, on_checkpoint=on_checkpoint, start_time=start_time)
     runtime.add_node(server)
@@ -108,9 +97,8 @@ def join_runtime(cfg: Any, client_id: str, *, server: tuple[str, int], secret: b
     """One client that connects to ``server``; returns (runtime, client node)."""
     check_role(cfg, "client")
     ws = _client_workspace(cfg, client_id, local_data)
-    warm_up(ws)
     runtime = _runtime(cfg, ws, peers={SERVER: server}, secret=secret, ssl_client=tls.contexts()[1] if tls else None)
-    client = next(n for n in _plan(cfg, ws, [client_id], None, "client").nodes if n.node_id == client_id)
+    client = _node(BuildSetup(cfg, ws, [client_id]), client_id)
     client.rejoin_s = rejoin_s
     runtime.add_node(client)
     return runtime, client
@@ -138,14 +126,11 @@ def peer_runtime(cfg: Any, peer_id: str, *, listen: tuple[str, int], addresses: 
     they are only printed."""
     check_role(cfg, "peer")
     ws = _client_workspace(cfg, peer_id, local_data=False)
-    warm_up(ws)
     setup = BuildSetup(cfg, ws, client_ids(cfg.data.clients))
     missing = sorted(set(setup.topology().neighbors(peer_id)) - set(addresses))
     if missing:
         raise UsageError(f"{peer_id} needs the addresses of its neighbours {missing}: pass --peer ID=HOST:PORT")
-    plan = _plan(cfg, ws, setup.client_ids, None, "peer")
-    node = next(n for n in plan.nodes if n.node_id == peer_id)
-    node = plan.alone(node) if plan.alone else node
+    node = _node(setup, peer_id)
     ssl_server, ssl_client = tls.contexts() if tls else (None, None)
     runtime = _runtime(cfg, ws, listen=listen, peers=addresses, secret=secret, ssl_server=ssl_server,
                        ssl_client=ssl_client, sink=sink or EpochPrinter(say))

@@ -83,7 +83,7 @@ def _check_open_set(cfg: Any) -> None:
 def _check_unread(cfg: Any) -> None:
     """A section or key the chosen algorithm never reads, set to a non-default value, is an error."""
     spec = build.spec_of(cfg)
-    for key, reason in spec.ignores.items():
+    for key, reason in spec.unread().items():
         if _changed(cfg, key):
             raise ConfigError(key, f"not read by {spec.name}: {reason}; set it back to its default (e.g. --set "
                               f"{key}={_default_text(cfg, key)}) or pick another algorithm")
@@ -241,7 +241,8 @@ def summary(run: Any) -> list[tuple[str, str]]:
     clock = "wall time (real run)" if _time_key(rows) == "wall_time" else "virtual time"
     out = [("algorithm", str(info.get("algorithm", ""))), ("rounds", str(info.get("completed_round", len(rows)))),
            ("test accuracy", _fmt(last.get("accuracy"))), ("test loss", _fmt(last.get("loss"))),
-           ("bytes up (total)", f"{info.get('bytes_up', 0):,.0f}"), ("bytes down (total)", f"{info.get('bytes_down', 0):,.0f}"),
+           ("bytes up (total)", f"{info.get('bytes_up', 0):,.0f}"),
+           ("bytes down (total)", f"{info.get('bytes_down', 0):,.0f}"),
            (clock, f"{last.get(_time_key(rows), 0.0):.1f} s"), ("wall time", f"{info.get('wall_s', 0.0):.1f} s")]
     if "clients_selected" in info:
         never = info.get("clients_never_contributed") or []

@@ -20,6 +20,7 @@ from meshlearn.fl.server import RoundSettings
 from meshlearn.fl.spec import ALGORITHMS, default_algorithm
 from meshlearn.net.faults import FaultSchedule
 from meshlearn.net.loss import make_loss_model
+from meshlearn.registry import per_contents
 
 __all__ = ["FLExperiment", "DataConfig", "ModelConfig", "NetworkConfig", "WireConfig", "RuntimeConfig",
            "config_model", "fl_config"]
@@ -29,7 +30,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-_LOADER_KEYS = {"path": None, "test_fraction": 0.2, "label_column": "label", "standardize": None}
+_LOADER_KEYS = ("path", "test_fraction", "label_column", "standardize")  # passed on to loaders that take them
 
 
 class DataConfig(_Strict):
@@ -64,8 +65,8 @@ class DataConfig(_Strict):
         if "path" in accepted and not self.path:
             raise ValueError(f"dataset {self.dataset!r} reads your files: set data.path (a directory for IDX "
                              "files, a file for npz and csv)")
-        for key, default in _LOADER_KEYS.items():
-            if getattr(self, key) != default and key not in accepted:
+        for key in _LOADER_KEYS:
+            if getattr(self, key) != type(self).model_fields[key].default and key not in accepted:
                 raise ValueError(f"data.{key} is set but dataset {self.dataset!r} does not read it (it reads: "
                                  f"{', '.join(accepted) or 'nothing'})")
         return self
@@ -73,8 +74,7 @@ class DataConfig(_Strict):
     def loader_params(self, seed: int) -> dict[str, Any]:
         """The keyword arguments of the dataset's loader: the keys it reads, with the split seed."""
         accepted = inspect.signature(DATASETS.get(self.dataset)).parameters
-        given = {"path": self.path, "test_fraction": self.test_fraction, "label_column": self.label_column,
-                 "standardize": self.standardize, "seed": seed}
+        given = {**{key: getattr(self, key) for key in _LOADER_KEYS}, "seed": seed}
         return {k: v for k, v in given.items() if k in accepted and v is not None}
 
 
@@ -178,18 +178,12 @@ def _sections() -> dict[str, Any]:
             for section in sorted(models)}
 
 
-_BUILT: dict[tuple[str, ...], type[FLExperiment]] = {}
-
-
+@per_contents(lambda: ALGORITHMS)
 def config_model() -> type[FLExperiment]:
     """The full FL experiment model: the fixed sections plus one section per registered algorithm."""
-    names = tuple(ALGORITHMS.names())
-    if names not in _BUILT:
-        fl = _fl_section()
-        _BUILT[names] = create_model("FLExperiment", __base__=FLExperiment, __doc__=FLExperiment.__doc__,
-                                     fl=(fl, Field(default_factory=fl, description="federated training")),
-                                     **_sections())
-    return _BUILT[names]
+    fl = _fl_section()
+    return create_model("FLExperiment", __base__=FLExperiment, __doc__=FLExperiment.__doc__,
+                        fl=(fl, Field(default_factory=fl, description="federated training")), **_sections())
 
 
 def fl_config(data: dict[str, Any] | None = None) -> FLExperiment:

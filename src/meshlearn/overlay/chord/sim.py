@@ -294,4 +294,5 @@ def _tally(labels, successors: int) -> dict[str, int]:
     return {k: out[k] for k in _bucket_order(successors) if k in out}
 
 
-studies.register(Study("propagation", "failure-information propagation on a Chord ring: baseline, stateful or stateless", PropagationSettings, simulate_propagation))
+studies.register(Study("propagation", "failure-information propagation on a Chord ring: baseline, stateful or "
+                       "stateless", PropagationSettings, simulate_propagation))

@@ -323,4 +323,5 @@ def simulate_dsml(settings: DsmlSettings, *, seed: int, progress: Callable[[floa
             "rows": rows}
 
 
-studies.register(Study("dsml", "Distributed Skip Mesh List aggregation under failures: delivery, exactness, duplicates", DsmlSettings, simulate_dsml))
+studies.register(Study("dsml", "Distributed Skip Mesh List aggregation under failures: delivery, exactness, "
+                       "duplicates", DsmlSettings, simulate_dsml))

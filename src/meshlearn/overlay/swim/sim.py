@@ -119,4 +119,5 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-studies.register(Study("swim", "SWIM + Lifeguard membership: crashes at random moments, detection and dissemination times", SwimSimSettings, simulate_swim, default=True))
+studies.register(Study("swim", "SWIM + Lifeguard membership: crashes at random moments, detection and dissemination "
+                       "times", SwimSimSettings, simulate_swim, default=True))
