@@ -28,6 +28,22 @@ def test_algorithm_runs_to_completion_and_records_rounds(tmp_path, algorithm, ro
     assert table and table[-1]["round"] == rounds and 0 < table[-1]["accuracy"] <= 1
 
 
+@pytest.mark.parametrize("algorithm", ["gossip", "tram", "fedavg"])
+def test_summary_and_compare_count_every_wire_byte_of_server_and_peer_runs(tmp_path, algorithm):
+    from meshlearn.experiment.fl.kind import headline, summary
+
+    run = run_experiment(cfg(algorithm), RunStore(tmp_path))
+    rows = run.metrics.round_table(["bytes_up", "bytes_down", "bytes_total"])
+    per_row = [r.get("bytes_total", r.get("bytes_up", 0) + r.get("bytes_down", 0)) for r in rows]
+    assert len(per_row) > 1 and all(b > 0 for b in per_row)  # each row counts its own bytes, not a running total
+    assert headline(run, 0.9)["wire bytes"] == int(sum(per_row))
+    shown = dict(summary(run))
+    if algorithm == "fedavg":
+        assert shown["bytes up (total)"] == f"{sum(r['bytes_up'] for r in rows):,.0f}"
+    else:
+        assert shown["wire bytes (total)"] == f"{int(sum(per_row)):,}" and "bytes up (total)" not in shown
+
+
 def test_decentralized_runs_refuse_resume_with_a_clear_message(tmp_path):
     store = RunStore(tmp_path)
     first = run_experiment(cfg("gossip"), store)

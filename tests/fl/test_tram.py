@@ -111,8 +111,8 @@ def test_variance_routing_learns_and_records_every_eval_with_virtual_time_last(d
     rows = [r for r in run.sim.sink.rows if r["round"] == 60]
     assert rows[-1]["key"] == "virtual_time"
     model_bytes = sum(v.nbytes for v in initial_params(digits_ws[0]).values())
-    b = run.series("bytes_total")
-    assert b == sorted(b) and b[-1] > 60 * model_bytes
+    b = run.series("bytes_total")  # per evaluation interval: 20 transmissions of the model each
+    assert len(b) == 3 and all(20 * model_bytes < x < 30 * model_bytes for x in b)
     assert [n.finished for n in run.nodes].count(True) == 1  # the last holder's stop() ends the simulation
 
 

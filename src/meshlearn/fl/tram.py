@@ -16,8 +16,10 @@ model it received and records run-level `accuracy`, `transmissions`, `bytes_tota
 A next hop that does not ack within `ack_timeout_s` is marked dead (until it says hello again) and
 the holder routes around it. A holder that crashes with the token loses it (the run then stalls).
 
-`bytes_total` is exact for every byte that touched the token: each holder adds the bytes it sent
-since it last held the token, and the receiver adds the frame size of the token message itself.
+`bytes_total` of an evaluation row is exact for every byte that touched the token since the previous
+evaluation (summing the rows gives the run's total, as for the peer-to-peer algorithms): each holder
+adds the bytes it sent since it last held the token, the receiver adds the frame size of the token
+message itself, and the evaluator starts the count afresh once it has recorded it.
 A hop's training is a `HopTrainTask` (run by `meshlearn.learn.hop`). Settings: `TramSettings` (``[tram]``).
 """
 
@@ -262,6 +264,7 @@ class TramNode(Node):
         for key, value in (("accuracy", result.accuracy), ("loss", result.loss), ("transmissions", t.hop),
                            ("bytes_total", t.bytes), ("virtual_time", ctx.now)):
             ctx.record(key, float(value), round=t.hop)
+        t.bytes = 0  # the next row counts from here
         ctx.checkpoint(t.hop, {**t.params, COUNTER_KEY: t.counter}, {"virtual_time": ctx.now})
         if t.hop >= self.settings.transmissions:
             self._finish(ctx)

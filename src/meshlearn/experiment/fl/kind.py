@@ -28,6 +28,7 @@ __all__ = ["RoundSink", "check", "check_data_path", "participation_warning", "RO
 
 ROUND_KEYS = ["accuracy", "loss", "bytes_up", "bytes_down", "clients_completed", "clients_dropped", "virtual_time",
               "wall_time"]
+PEER_BYTES = "bytes_total"  # peer-to-peer algorithms: wire bytes of all nodes since the previous row
 TIME_KEYS = ("virtual_time", "wall_time")  # the last metric of a round: simulated or real clock
 NEVER_AFTER = 3  # rounds a client must have been selected for before "never contributes" is reported
 
@@ -226,9 +227,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _rows(run: Any) -> list[dict]:
+def _rows(run: Any, keys: list[str] = ROUND_KEYS) -> list[dict]:
     db = run.metrics_reader()
-    return db.round_table(ROUND_KEYS) if db is not None else []
+    return db.round_table(keys) if db is not None else []
+
+
+def _wire_bytes(rows: list[dict]) -> int:
+    """All bytes the run put on the wire: up + down of server rounds, or the peers' ``bytes_total`` per row."""
+    return int(sum(r.get(PEER_BYTES, r.get("bytes_up", 0) + r.get("bytes_down", 0)) for r in rows))
 
 
 def _time_key(rows: list[dict]) -> str:
@@ -236,13 +242,15 @@ def _time_key(rows: list[dict]) -> str:
 
 
 def summary(run: Any) -> list[tuple[str, str]]:
-    info, rows = run.reload(), _rows(run)
+    info, rows = run.reload(), _rows(run, [*ROUND_KEYS, PEER_BYTES])
     last = rows[-1] if rows else {}
     clock = "wall time (real run)" if _time_key(rows) == "wall_time" else "virtual time"
+    traffic = [("bytes up (total)", f"{info.get('bytes_up', 0):,.0f}"),
+               ("bytes down (total)", f"{info.get('bytes_down', 0):,.0f}")]
+    if any(PEER_BYTES in r for r in rows):  # peer-to-peer: no up and down, every node's bytes per row
+        traffic = [("wire bytes (total)", f"{_wire_bytes(rows):,}")]
     out = [("algorithm", str(info.get("algorithm", ""))), ("rounds", str(info.get("completed_round", len(rows)))),
-           ("test accuracy", _fmt(last.get("accuracy"))), ("test loss", _fmt(last.get("loss"))),
-           ("bytes up (total)", f"{info.get('bytes_up', 0):,.0f}"),
-           ("bytes down (total)", f"{info.get('bytes_down', 0):,.0f}"),
+           ("test accuracy", _fmt(last.get("accuracy"))), ("test loss", _fmt(last.get("loss"))), *traffic,
            (clock, f"{last.get(_time_key(rows), 0.0):.1f} s"), ("wall time", f"{info.get('wall_s', 0.0):.1f} s")]
     if "clients_selected" in info:
         never = info.get("clients_never_contributed") or []
@@ -261,14 +269,13 @@ def table(run: Any) -> tuple[list[str], list[list[str]]]:
 
 
 def headline(run: Any, target: float) -> dict[str, Any]:
-    rows = _rows(run)
+    rows = _rows(run, [*ROUND_KEYS, PEER_BYTES])
     accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None and not math.isnan(r["accuracy"])]
     key = _time_key(rows)
-    traffic = sum(r.get("bytes_total", r.get("bytes_up", 0) + r.get("bytes_down", 0)) for r in rows)
     timed = [{**r, "virtual_time": r.get(key)} for r in rows]
     tta = time_to_accuracy(timed, target)
     return {"rounds": len(rows), "evaluations": len(accs), "final acc": accs[-1] if accs else None,
-            "best acc": max(accs) if accs else None, "wire bytes": int(traffic),
+            "best acc": max(accs) if accs else None, "wire bytes": _wire_bytes(rows),
             "time s": rows[-1].get(key) if rows else None,
             f"s to {target:.0%}": "not reached" if tta is None else round(tta, 1)}
 
