@@ -16,6 +16,11 @@ drift apart. Both are thin drivers subclassing :class:`NodeHost`. The host holds
   any other exception is a bug and goes to the driver's ``_fail`` (the simulator re-raises at
   once; the asyncio runtime shuts its sockets down and re-raises from ``run()``);
 * metrics (``sink``), checkpoints, log lines, counters (``stats``) and the optional event trace;
+* the cap on log lines a flood can cause: ``report`` (a counted event, e.g. a rejected handshake)
+  and the runtime's own ``log`` lines are rate-limited (:mod:`meshlearn.ratelimit`: the first
+  ``log_burst`` per counter, or per kind of line, then one summary line per ``log_period_s``
+  saying how many more there were); the counters still count every event, and a node's own
+  ``ctx.log`` lines are never dropped;
 * the :class:`Executor` protocol the host hands tasks to (backends live in ``meshlearn.executors``).
 
 A driver supplies the clock and the I/O by overriding::
@@ -34,6 +39,7 @@ import collections
 import logging
 import math
 import numbers
+import re
 import time as _wall
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -42,6 +48,7 @@ import numpy as np
 
 from meshlearn.errors import PeerError, UsageError
 from meshlearn.node import Node
+from meshlearn.ratelimit import RateLimit
 from meshlearn.wire import Message, Packet
 
 __all__ = ["NodeHost", "HostContext", "Executor", "Handle"]
@@ -98,7 +105,7 @@ class HostContext:
             self._host.on_checkpoint(self.node_id, round, tensors, meta)
 
     def log(self, text: str, *, level: str = "info") -> None:
-        self._host.log(self.node_id, level, text)
+        self._host._write_log(self.node_id, level, text)  # a node's own lines are never rate-limited
 
     def stop(self) -> None:
         self._host._stop_node(self.node_id)
@@ -111,6 +118,14 @@ class _NodeState:
     alive: bool = True  # False once crashed or stopped: nothing is delivered, no handler runs
     epoch: int = 0  # bumped when the node goes down: work of an earlier life is dropped
     timers: dict[str, Any] = field(default_factory=dict)  # name -> the driver's handle
+
+
+_VARYING = re.compile(r"'[^']*'|\"[^\"]*\"|[0-9]+")  # quoted names and numbers: what differs between lines
+
+
+def _line_kind(text: str) -> str:
+    """What lines of one kind share: the start of the text with names and numbers blanked out."""
+    return _VARYING.sub("#", text)[:48]
 
 
 def _checked_delay(name: str, delay: Any) -> float:
@@ -132,10 +147,13 @@ class NodeHost:
 
     def __init__(self, *, seed: int = 0, executor: Executor | None = None, sink: Any = None,
                  on_checkpoint: Callable[[str, int, dict, dict], None] | None = None,
-                 stat_keys: Iterable[str] = ("peer_errors",), log_limit: int | None = None, trace: bool = False):
+                 stat_keys: Iterable[str] = ("peer_errors",), log_limit: int | None = None, trace: bool = False,
+                 log_burst: int = 10, log_period_s: float = 10.0):
         self.executor, self.sink, self.on_checkpoint = executor, sink, on_checkpoint
         self.stats: dict[str, int] = dict.fromkeys(stat_keys, 0)
         self.log_lines: collections.deque = collections.deque(maxlen=log_limit)  # (t, node, level, text)
+        self._report_limit = RateLimit(log_burst, log_period_s)  # keyed on the counter
+        self._log_limit = RateLimit(log_burst, log_period_s, max_keys=256)  # keyed on the kind of line
         self.trace: list[tuple] | None = [] if trace else None
         self._seed = np.random.SeedSequence(seed)
         self._states: dict[str, _NodeState] = {}
@@ -254,11 +272,20 @@ class NodeHost:
             self.sink.log(key, float(value), round=round, node=node, t_sim=self.now, t_wall=_wall.time())
 
     def report(self, counter: str, node_id: str | None, text: str) -> None:
-        """Count one event in ``stats[counter]`` and log why (a warning)."""
+        """Count one event in ``stats[counter]`` and log why (a warning; rate-limited per counter)."""
         self.stats[counter] += 1
-        self.log(node_id, "warning", text)
+        admitted = self._report_limit.admit(counter, self.now)
+        if admitted is not None:
+            note = f"; {self.stats[counter]} in all so far"
+            self._write_log(node_id, "warning", text + admitted.suffix(counter, note))
 
     def log(self, node_id: str | None, level: str, text: str) -> None:
+        """A runtime's log line; lines of one kind (same text but for names and numbers) are rate-limited."""
+        admitted = self._log_limit.admit((level, _line_kind(text)), self.now)
+        if admitted is not None:
+            self._write_log(node_id, level, text + admitted.suffix("such lines"))
+
+    def _write_log(self, node_id: str | None, level: str, text: str) -> None:
         now = self.now
         self.log_lines.append((now, node_id, level, text))
         lvl = logging.getLevelName(str(level).upper())

@@ -74,3 +74,28 @@ def test_serve_gives_up_when_no_client_joins(cli_proc, workdir):
     (run,) = (workdir / "runs").iterdir()
     info = __import__("json").loads((run / "run.json").read_text())
     assert info["status"] == "stopped" and "no client joined" in info["error"] and info["mode"] == "serve"
+
+
+
+def test_a_short_secret_is_accepted_with_a_warning(monkeypatch, capsys):
+    from meshlearn.cli.deploy import read_secret
+
+    monkeypatch.setenv("MESHLEARN_SECRET", "x")
+    assert read_secret(None, False) == b"x"
+    assert "only 1 bytes" in capsys.readouterr().err
+    monkeypatch.setenv("MESHLEARN_SECRET", "a" * 16)
+    assert read_secret(None, False) == b"a" * 16
+    assert capsys.readouterr().err == ""
+
+
+def test_keys_secret_and_issue_write_private_files_that_join_checks(cli, workdir, usage_error):
+    assert cli("keys", "secret", workdir / "cluster.key").code == 0
+    assert len((workdir / "cluster.key").read_text().strip()) == 64
+    assert (workdir / "cluster.key").stat().st_mode & 0o077 == 0
+    assert cli("keys", "issue", "client-00", "--secret-file", workdir / "cluster.key", "--out", workdir).code == 0
+    usage_error(cli("join", "quickstart", "--key-file", workdir / "client-00.key", "--client-id", "client-01"),
+                "is the key of 'client-00'")
+    usage_error(cli("keys", "issue", "client-00", "--secret-file", workdir / "cluster.key", "--out", workdir),
+                "exists")
+    usage_error(cli("join", "quickstart", "--key-file", workdir / "cluster.key"), "not a meshlearn key file")
+    usage_error(cli("join", "quickstart"), "--client-id", "--key-file")

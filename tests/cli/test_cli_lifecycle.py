@@ -126,3 +126,85 @@ def test_clients_that_never_make_the_deadline_are_reported_during_the_run_and_in
     assert result.code == 0, result.err
     assert "warning: 2 client(s) have missed the deadline in every round they were selected for" in result.err
     assert "8 of 10 selected clients contributed; never: client-06, client-07" in result.out
+
+
+# ----- damaged run stores and runs that died (issue 12) -----------------------------------------------------
+def fake_fl_run(runs: Path, rounds: int = 3) -> str:
+    """A stored FL run with metrics and checkpoints of ``rounds`` rounds, made without training (fast)."""
+    import numpy as np
+
+    from meshlearn.experiment.fl.schema import fl_config
+    from meshlearn.experiment.lifecycle import create_run, kind_of_config
+    from meshlearn.store import RunStore
+
+    cfg = fl_config({"name": "fake", "data": {"clients": 5}, "fl": {"rounds": rounds}})
+    run = create_run(RunStore(runs), cfg, kind_of_config(cfg))
+    for r in range(1, rounds + 1):
+        run.metrics.log_many((key, 0.5 + r / 100, r) for key in ("accuracy", "loss", "virtual_time"))
+        run.save_checkpoint(r, {"w": np.full(4, r, dtype=np.float32)}, {"virtual_time": float(r)})
+    run.finish("completed", completed_round=rounds)
+    return run.id
+
+
+def damage_metrics(runs: Path, run_id: str, how: str) -> None:
+    path = runs / run_id / "metrics.sqlite"
+    data = path.read_bytes()
+    path.write_bytes(b"\x07" * len(data) if how == "garbage" else data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_a_damaged_metrics_file_is_one_clean_error_for_show_export_and_resume(cli, workdir, clean_error, how):
+    runs = workdir / "runs"
+    run_id = fake_fl_run(runs)
+    damage_metrics(runs, run_id, how)
+    before = (runs / run_id / "metrics.sqlite").read_bytes()
+    for args in (["runs", "show", run_id], ["runs", "export", run_id], ["runs", "export", run_id, "-f", "json"],
+                 ["run", "--resume", run_id, "-q"]):
+        result = cli(*args)
+        assert result.code == 1, (args, result.err)
+        clean_error(result, "metrics.sqlite is damaged", "nothing was changed", "move the file aside")
+        assert result.err.count("\n") == 1, result.err  # one line
+    assert (runs / run_id / "metrics.sqlite").read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing"])
+def test_a_resume_without_a_usable_checkpoint_is_refused_instead_of_restarting(cli, workdir, clean_error, how):
+    import shutil
+
+    runs = workdir / "runs"
+    run_id = fake_fl_run(runs)
+    checkpoints = runs / run_id / "checkpoints"
+    if how == "missing":
+        shutil.rmtree(checkpoints)
+    else:
+        for path in checkpoints.iterdir():
+            path.write_bytes(path.read_bytes()[:40])
+    result = cli("run", "--resume", run_id, "-q")
+    assert result.code == 1
+    clean_error(result, "cannot be resumed", "nothing was changed")
+    shown = cli("runs", "show", run_id)
+    assert shown.code == 0 and "[completed]" in shown.out and "│ 3     │" in shown.out  # all 3 rounds kept
+
+
+def test_runs_list_shows_a_run_whose_process_was_killed_as_died_with_the_time(cli, workdir, monkeypatch):
+    import signal
+
+    import typer
+
+    code = ("import sys, time\nfrom meshlearn.store import RunStore\n"
+            "print(RunStore(sys.argv[1]).create_run('doomed', 'seed = 1').id, flush=True)\ntime.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(workdir / "runs")], stdout=subprocess.PIPE, text=True)
+    run_id = child.stdout.readline().strip()
+    try:
+        assert " running " in cli("runs", "list").out
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+    listed = cli("runs", "list").out
+    line = next(row for row in listed.splitlines() if run_id in row)
+    assert "died 20" in line and "running" not in line, listed
+    assert "[died 20" in " ".join(cli("runs", "show", run_id).out.split())
+    asked = []
+    monkeypatch.setattr(typer, "confirm", lambda text: asked.append(text) or False)
+    assert "marked running" not in cli("runs", "rm", run_id).err and asked  # died: rm asks, as for any run

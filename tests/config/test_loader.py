@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from meshlearn.config import apply_overrides, deep_merge, load_config, parse_value, validate_config
 from meshlearn.errors import ConfigError, UsageError
@@ -305,3 +305,37 @@ def test_unknown_key_named_like_a_type_is_still_shown() -> None:
     with pytest.raises(ConfigError) as exc:
         validate_config(Exp, {"train": {"int": 1}})
     assert list(problems(exc)) == ["train.int"]
+
+
+def _at_most_one(value: dict) -> dict:
+    if value.get("p", 0) > 1:
+        raise ConfigError("p", f"must be at most 1, got {value['p']}", ["0", "1"])
+    return value
+
+
+class _Params(BaseModel):
+    """A free-form table checked by a validator that raises ConfigError keyed inside the table."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict = Field(default_factory=dict)
+
+    _check = field_validator("params")(_at_most_one)
+
+
+class _Outer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    net: _Params = Field(default_factory=_Params)
+
+
+def test_a_validators_config_error_is_reported_at_the_key_inside_the_table():
+    with pytest.raises(ConfigError) as info:
+        load_config(_Outer, None, ["net.params = {p=3}"])
+    assert str(info.value).startswith("net.params.p: must be at most 1, got 3 (valid: 0, 1) (from --set net.params=")
+    assert info.value.key == "net.params.p" and info.value.choices == ["0", "1"]
+
+
+def test_a_nested_config_error_keeps_the_other_problems_of_the_document():
+    with pytest.raises(ConfigError) as info:
+        validate_config(_Outer, {"net": {"params": {"p": 2}, "extra": 1}})
+    keys = [key for key, _, _ in info.value.problems]
+    assert keys == ["net.params.p", "net.extra"]

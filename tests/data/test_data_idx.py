@@ -94,3 +94,17 @@ def test_missing_files_named_with_directory(tmp_path: Path):
         assert name in message
     with pytest.raises(DataError, match="train-images-idx3-ubyte"):
         load_dataset("fashion_mnist_idx", path=str(tmp_path / "nowhere"))
+
+
+def test_dims_whose_product_overflows_int64_are_a_data_error(tmp_path: Path):
+    # 65536**4 = 2**64 wraps to 0 in int64 and would "match" an empty body; the check uses Python ints
+    path = tmp_path / "huge-idx4-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 4]) + np.full(4, 65536, dtype=">u4").tobytes())
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    text = str(info.value)
+    assert "huge-idx4-ubyte" in text and "(65536, 65536, 65536, 65536)" in text and str(2**64) in text
+    # a product past int64 that does not wrap to the body size names the real number of bytes too
+    (tmp_path / "wide").write_bytes(bytes([0, 0, 0x0D, 2]) + np.full(2, 2**32 - 1, dtype=">u4").tobytes() + b"\0" * 8)
+    with pytest.raises(DataError, match=str((2**32 - 1) ** 2 * 4)):
+        read_idx(tmp_path / "wide")

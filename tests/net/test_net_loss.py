@@ -160,11 +160,11 @@ def test_make_loss_model_from_specs():
 @pytest.mark.parametrize(
     "spec, key",
     [
-        ({"model": "nope"}, "loss.model"),
-        ({"p": 0.1}, "loss.model"),
-        ({"model": "bernoulli", "q": 0.1}, "loss.q"),
-        ({"model": "bernoulli"}, "loss"),
-        ({"model": "gilbert_elliott", "loss": 0.1, "burst": 3, "p": 0.2}, "loss"),
+        ({"model": "nope"}, "model"),
+        ({"p": 0.1}, "model"),
+        ({"model": "bernoulli", "q": 0.1}, "q"),
+        ({"model": "bernoulli"}, "p"),
+        ({"model": "gilbert_elliott", "loss": 0.1, "burst": 3, "p": 0.2}, "p"),
     ],
 )
 def test_bad_specs_raise_config_error_with_choices(spec, key):
@@ -172,3 +172,28 @@ def test_bad_specs_raise_config_error_with_choices(spec, key):
         make_loss_model(spec)
     assert info.value.key == key
     assert info.value.choices
+
+
+@pytest.mark.parametrize(
+    "spec, key",
+    [
+        ({"model": "bernoulli", "p": 1.5}, "p"),
+        ({"model": "bernoulli", "p": [1]}, "p"),
+        ({"model": "bernoulli", "p": True}, "p"),
+        ({"model": "bernoulli", "p": "0.1"}, "p"),
+        ({"model": "gilbert_elliott", "p": 0.1, "r": 2}, "r"),
+        ({"model": "gilbert_elliott", "p": 0.1, "r": 0.2, "k": "x"}, "k"),
+        ({"model": "gilbert_elliott", "loss": 0.1, "burst": "x"}, "burst"),
+        ({"model": "gilbert_elliott", "loss": None, "burst": 2}, "loss"),
+        ({"model": "gilbert_elliott", "loss": 0.1, "burst": float("inf")}, "burst"),
+        ({"model": "trace", "pattern": [[0], [0, 1]]}, "pattern"),
+        ({"model": "trace", "path": 3}, "path"),
+        ({"model": "trace", "path": "no-such-trace.txt"}, "path"),
+        ({"model": ["bernoulli"]}, "model"),
+    ],
+)
+def test_every_bad_value_is_a_config_error_keyed_on_its_parameter(spec, key):
+    """Config validation only turns ValueErrors into messages: no TypeError or DataError may escape."""
+    with pytest.raises(ConfigError) as info:
+        make_loss_model(spec)
+    assert info.value.key == key

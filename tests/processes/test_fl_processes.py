@@ -218,3 +218,31 @@ def test_decentralized_peers_run_as_real_processes_on_a_ring(tmp_path, algorithm
     assert sorted(runs) == ids and all(r.info["status"] == "completed" for r in runs.values())
     for run in runs.values():  # every peer stored its own accuracy for each epoch
         assert [row.round for row in run.metrics_reader().rows("accuracy")] == [1, 2, 3]
+
+
+def test_client_keys_admit_each_client_with_its_own_key_only(cluster):
+    c = cluster(rounds=2, clients=2)
+    keys = c.tmp / "keys"
+    secret = c.tmp / "cluster.key"
+    for args in (("keys", "secret", str(secret)), ("keys", "issue", "client-00", "client-01", "--secret-file",
+                                                    str(secret), "--out", str(keys))):
+        done = subprocess.run([sys.executable, "-m", "meshlearn", *args], env=c.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert oct((keys / "client-00.key").stat().st_mode & 0o777) == "0o600"
+    wrong = subprocess.run([sys.executable, "-m", "meshlearn", "join", "quickstart", "--key-file",
+                            str(keys / "client-00.key"), "--client-id", "client-01"], env=c.env,
+                           capture_output=True, text=True)
+    assert wrong.returncode == 2 and "is the key of 'client-00'" in wrong.stderr
+    c.start_server("quickstart", *c.sets, "--client-keys", "--secret-file", str(secret))
+    c.wait_for("serving run")
+    insider = c.cli("join", "quickstart", *c.sets, "--client-id", "client-01", "--server", f"127.0.0.1:{c.port}",
+                    "--secret-file", str(secret), "--timeout", "6", "--rejoin-s", "1")  # the shared secret: no key
+    c.wait_for("rejected")
+    for cid in ("client-00", "client-01"):
+        c.clients[cid] = c.cli("join", "quickstart", *c.sets, "--key-file", str(keys / f"{cid}.key"), "--server",
+                               f"127.0.0.1:{c.port}", "--rejoin-s", "1", "--timeout", "180")
+    assert c.finish() == 0, "".join(c.lines)
+    insider.communicate(timeout=60)
+    assert insider.returncode != 0
+    _, rows = c.table()
+    assert [r["clients_completed"] for r in rows] == [2, 2]

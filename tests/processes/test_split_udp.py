@@ -39,6 +39,8 @@ def start_serve(model_file, secret: str, *extra: str) -> tuple[subprocess.Popen,
                              "--duration", "120", *extra], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     line = proc.stderr.readline()
+    while line.startswith("warning: "):  # e.g. a short secret; the ready line comes next
+        line = proc.stderr.readline()
     assert "serving the tail" in line, line + proc.stderr.read()
     return proc, int(line.rsplit(":", 1)[1])
 
@@ -50,10 +52,21 @@ def stop_serve(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def infer(model_file, secret: str | None, *args: str) -> dict:
+def infer_proc(model_file, secret: str | None, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MESHLEARN_SECRET": secret or ""}
-    done = subprocess.run([*CLI, "infer", "--model", str(model_file), *args], env=env, text=True,
+    return subprocess.run([*CLI, "infer", "--model", str(model_file), *args], env=env, text=True,
                           capture_output=True, timeout=120)
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    """The `error:` lines of a command that failed as a usage error (exit 2, nothing on stdout)."""
+    assert done.returncode == 2 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    return [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+
+
+def infer(model_file, secret: str | None, *args: str) -> dict:
+    done = infer_proc(model_file, secret, *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -96,16 +109,21 @@ def test_bursty_injected_loss_over_udp_matches_the_simulation(model_file):
 @pytest.mark.timeout(120)
 def test_wrong_secret_and_garbage_datagrams_are_counted_and_ignored(model_file):
     import socket
+    import struct
 
     serve, port = start_serve(model_file, "right-key")
     try:
-        wrong = infer(model_file, "wrong-key", "--server", f"127.0.0.1:{port}", "--samples", "5",
-                      "--reply-timeout", "0.3")
-        assert wrong["answered"] == 0 and wrong["misses"] == 5 and wrong["packets"] == 20
+        started = time.monotonic()
+        wrong = infer_proc(model_file, "wrong-key", "--server", f"127.0.0.1:{port}", "--samples", "5",
+                           "--reply-timeout", "0.3")
+        (error,) = error_lines(wrong)
+        assert error.startswith("error: no reply from the server at 127.0.0.1:") and "secret" in error
+        assert time.monotonic() - started < 60  # gave up at the first timeout: 4 chunks sent, not 5 samples' 20
         garbage = [b"", b"\x00", b"\xb0" * 40, os.urandom(600)] + [os.urandom(64) for _ in range(6)]
-        sealed = FrameCodec(b"right-key")
-        authentic_but_malformed = sealed.seal("evil", b"\xb0\x00\x00")  # a TensorChunk with no body
-        other_spec = sealed.seal("evil", TensorChunk(12345, encode_packets([1.0, 2.0], _spec(), tag=0)[0]).encode())
+        sealed, stamp = FrameCodec(b"right-key"), struct.Struct(">QQ")  # an insider: it holds the secret
+        authentic_but_malformed = sealed.seal("evil", stamp.pack(1, 1) + b"\xb0\x00\x00")  # a chunk with no body
+        other_spec = sealed.seal("evil", stamp.pack(1, 2) + TensorChunk(
+            12345, encode_packets([1.0, 2.0], _spec(), tag=0)[0]).encode())
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for data in [*garbage, authentic_but_malformed, other_spec]:
                 s.sendto(data, ("127.0.0.1", port))
@@ -115,9 +133,28 @@ def test_wrong_secret_and_garbage_datagrams_are_counted_and_ignored(model_file):
             assert good["answered"] == 20 and good["accuracy_pct"] >= 90
     finally:
         counters = stop_serve(serve)
-    # 20 wrong-MAC chunks + 10 garbage datagrams + 1 authentic frame that does not decode
-    assert counters["datagrams_rejected"] == 20 + len(garbage) + 1
+    # 4 wrong-MAC chunks (the head gave up after its first sample) + 10 garbage datagrams + 1 authentic
+    # frame that does not decode
+    assert counters["datagrams_rejected"] == 4 + len(garbage) + 1
     assert counters["spec_mismatch"] == 1 and counters["samples"] == 40
+
+
+@pytest.mark.timeout(120)
+def test_infer_with_other_channel_settings_fails_at_once_naming_them(model_file):
+    secret = "a-split-key-of-24-bytes!"
+    serve, port = start_serve(model_file, secret, "--quant", "uniform", "--bits", "4")
+    try:
+        started = time.monotonic()
+        done = infer_proc(model_file, secret, "--server", f"127.0.0.1:{port}", "--samples", "50",
+                          "--quant", "uniform", "--bits", "8", "--reply-timeout", "5")
+        took = time.monotonic() - started
+    finally:
+        counters = stop_serve(serve)
+    (error,) = error_lines(done)
+    assert error.startswith("error: split channel settings differ from the server's: bits (device 8, server 4)")
+    assert "--quant/--bits" in error
+    assert took < 30  # not 50 samples x 5 s of silent misses
+    assert counters["settings_sent"] == 1 and counters["samples"] == 0 and counters["spec_mismatch"] >= 1
 
 
 def _spec():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshlearn.node import Node
+from meshlearn.runtime.rawpeer import RawPeer  # noqa: F401  (the tests' insider)
 from meshlearn.wire import FrameCodec, Message, encode_message
 
 SECRET = b"cluster-secret-for-tests"
@@ -97,10 +98,17 @@ class Echo(Node):
         ctx.send(src, msg)
 
 
-def wire_bytes(src: str, msgs: list[Message], secret: bytes | None = SECRET) -> int:
+def wire_bytes(src: str, msgs: list[Message], secret: bytes | None = SECRET, datagram: bool = False) -> int:
     """What the frames of `msgs` from `src` weigh: the sum of FrameCodec.frame_size."""
     frames = FrameCodec(secret)
-    return sum(frames.frame_size(src, len(encode_message(m))) for m in msgs)
+    return sum(frames.frame_size(src, len(encode_message(m)), datagram=datagram) for m in msgs)
+
+
+def stamped(payload: bytes, seq: int, epoch: int = 1 << 40) -> bytes:
+    """An authenticated datagram's body: the replay stamp (``runtime/udp.py``), then ``payload``."""
+    import struct
+
+    return struct.pack(">QQ", epoch, seq) + payload
 
 
 async def until(cond, timeout: float = 5.0, what: str = "condition") -> None:
@@ -133,3 +141,4 @@ class Asker(Node):
     def on_message(self, ctx, src: str, msg: Message) -> None:
         self.answer = (src, msg)
         ctx.stop()
+

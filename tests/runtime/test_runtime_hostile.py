@@ -9,7 +9,7 @@ import asyncio
 import struct
 
 import pytest
-from rt_helpers import LOCAL, SECRET, Asker, Echo, Ponger, until
+from rt_helpers import LOCAL, SECRET, Asker, Echo, Ponger, RawPeer, until
 
 from meshlearn.runtime import AsyncioRuntime
 from meshlearn.wire import FrameCodec, Message, decode_message, encode_message
@@ -24,23 +24,6 @@ async def _echo_server() -> tuple[AsyncioRuntime, Echo]:
     rt.add_node(echo)
     await rt.start()
     return rt, echo
-
-
-async def _read_frame(reader) -> tuple[str, Message]:
-    head = await reader.readexactly(HEADER_SIZE)
-    src_len, body_len, has_mac = FRAMES.parse_header(head)
-    rest = await reader.readexactly(src_len + body_len + (MAC_SIZE if has_mac else 0))
-    src, payload = FRAMES.open(head + rest)
-    return src, decode_message(payload)
-
-
-async def _handshake(addr, me="mallory", dst="server"):
-    """A raw socket that speaks the handshake correctly (it holds the secret)."""
-    reader, writer = await asyncio.open_connection(*addr)
-    writer.write(FRAMES.seal(me, encode_message(Message("rt.hello", {"dst": dst, "nonce": "ab" * 16}))))
-    src, welcome = await asyncio.wait_for(_read_frame(reader), 5)
-    assert (src, welcome.kind, welcome.meta["nonce"]) == (dst, "rt.welcome", "ab" * 16)
-    return reader, writer
 
 
 async def _closed_by_peer(reader) -> bool:
@@ -103,12 +86,12 @@ def test_undecodable_message_is_dropped_but_the_connection_kept():
     async def main():
         server, echo = await _echo_server()
         serving = asyncio.ensure_future(server.run(timeout=10))
-        reader, writer = await _handshake(server.address)
-        writer.write(FRAMES.seal("mallory", b"\x00\x00\x00\x05{bad}"))  # valid MAC, invalid message
+        peer = await RawPeer.connect(server.address, key=SECRET)
+        peer.send(b"\x00\x00\x00\x05{bad}")  # valid MAC, invalid message
         await until(lambda: server.stats["frames_rejected_malformed"] == 1)
-        writer.write(FRAMES.seal("mallory", encode_message(Message.make("t.fine", n=1))))
-        src, back = await asyncio.wait_for(_read_frame(reader), 5)  # the echo comes back
-        writer.close()
+        peer.send(encode_message(Message.make("t.fine", n=1)))
+        src, back = await peer.read()  # the echo comes back
+        peer.close()
         server.context("server").stop()
         await serving
         return server, echo, src, back
@@ -129,11 +112,11 @@ def test_bad_frame_after_handshake_closes_the_connection(attack, counter):
     async def main():
         server, echo = await _echo_server()
         serving = asyncio.ensure_future(server.run(timeout=10))
-        reader, writer = await _handshake(server.address)
-        frame = FRAMES.seal("mallory", encode_message(Message.make("t.x")))
-        if attack == "forged_src":
-            frame = FRAMES.seal("eve", encode_message(Message.make("t.x")))
-        elif attack == "bad_mac":
+        peer = await RawPeer.connect(server.address, key=SECRET)
+        reader, writer = peer.reader, peer.writer
+        frame = peer.session.seal(FRAMES, "eve" if attack == "forged_src" else "mallory",
+                                  encode_message(Message.make("t.x")))
+        if attack == "bad_mac":
             frame = frame[:-1] + bytes([frame[-1] ^ 1])
         elif attack == "oversized":
             frame = b"ML" + struct.pack(">BBBI", 1, 1, 7, 64 * 2**20) + b"mallory"

@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from rt_helpers import LOCAL, SECRET, Echo, Pinger, Ponger, until, wire_bytes
+from rt_helpers import LOCAL, SECRET, Echo, Pinger, Ponger, stamped, until, wire_bytes
 
 from meshlearn.errors import UsageError
 from meshlearn.node import Node
@@ -40,8 +40,9 @@ def test_datagram_ping_pong_replies_over_the_learned_route():
     assert ok_c and pinger.pongs == [0, 1, 2]
     # the final bye is a datagram too; on loopback it arrives
     assert ok_s and ponger.got[-1][1].kind == "t.bye"
-    assert client.context("dev").tx_bytes == server.context("edge").rx_bytes == wire_bytes("dev", pinger.sent)
-    assert server.context("edge").tx_bytes == client.context("dev").rx_bytes == wire_bytes("edge", ponger.sent)
+    sent, back = wire_bytes("dev", pinger.sent, datagram=True), wire_bytes("edge", ponger.sent, datagram=True)
+    assert client.context("dev").tx_bytes == server.context("edge").rx_bytes == sent
+    assert server.context("edge").tx_bytes == client.context("dev").rx_bytes == back
     assert server.context("edge").control_bytes == 0  # no handshake for datagrams
     assert not server.tcp.links  # and no TCP connection either
 
@@ -54,11 +55,11 @@ def test_forged_and_garbage_datagrams_are_rejected_and_counted():
         serving = asyncio.ensure_future(rt.run(timeout=10))
         payload = encode_message(Message.make("t.x"))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(FrameCodec(b"wrong secret").seal("mallory", payload), rt.address)
+            s.sendto(FrameCodec(b"wrong secret").seal("mallory", stamped(payload, 1)), rt.address)
             s.sendto(b"garbage", rt.address)
-            s.sendto(FrameCodec(SECRET).seal("mallory", b"\x00\x00\x00\x09not json!"), rt.address)
+            s.sendto(FrameCodec(SECRET).seal("mallory", stamped(b"\x00\x00\x00\x09not json!", 2)), rt.address)
             await until(lambda: rt.stats["datagrams_rejected"] == 3)
-            s.sendto(FrameCodec(SECRET).seal("mallory", payload), rt.address)  # a genuine one
+            s.sendto(FrameCodec(SECRET).seal("mallory", stamped(payload, 3)), rt.address)  # a genuine one
             await until(lambda: len(echo.got) == 1)
         rt.context("edge").stop()
         await serving
@@ -76,7 +77,7 @@ def test_runtime_hosting_several_nodes_rejects_datagrams():
         await rt.start()
         serving = asyncio.ensure_future(rt.run(timeout=10))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(FrameCodec(SECRET).seal("x", encode_message(Message.make("t.x"))), rt.address)
+            s.sendto(FrameCodec(SECRET).seal("x", stamped(encode_message(Message.make("t.x")), 1)), rt.address)
             await until(lambda: rt.stats["datagrams_rejected"] == 1)
         rt.context("a").stop()
         rt.context("b").stop()

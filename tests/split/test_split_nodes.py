@@ -15,8 +15,8 @@ import pytest
 from meshlearn.errors import UsageError
 from meshlearn.overlay.simnet import overlay_simulator
 from meshlearn.split.channel import ChannelSpec, encode_packets, packet_plan
-from meshlearn.split.nodes import SplitHead, SplitTail, injected_losses
-from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
+from meshlearn.split.nodes import HeadFailure, SplitHead, SplitTail, injected_losses
+from meshlearn.split.packets import SplitReply, SplitSettings, TensorChunk, spec_digest
 from meshlearn.testing import NodeHarness
 
 N_ELEMENTS = 64
@@ -118,12 +118,68 @@ def test_window_keeps_several_samples_in_flight_with_the_same_answers():
     assert np.array_equal(one.predictions(), four.predictions())
 
 
-def test_a_tail_with_another_channel_spec_drops_and_counts_the_chunks():
+def test_a_tail_with_another_channel_spec_tells_the_head_which_setting_differs():
     other = ChannelSpec(quant="fp16", elements_per_packet=16, deadline_s=0.05, perm_seed=1)
     assert spec_digest(other) != spec_digest(SPEC)
-    head, tail, _ = run(5, tail_spec=other)
-    assert tail.stats["spec_mismatch"] == 20 and tail.stats["samples"] == 0
-    assert head.summary()["misses"] == 5 and head.summary()["accuracy_pct"] == 0.0
+    head, tail, sim = run(5, tail_spec=other)
+    assert tail.stats["spec_mismatch"] == 4 and tail.stats["samples"] == 0  # the first sample's chunks only
+    assert tail.stats["settings_sent"] == 1
+    assert head.failure == HeadFailure("spec_mismatch", (("perm_seed", 0, 1),))
+    assert str(head.failure) == "split channel settings differ from the server's: perm_seed (device 0, server 1)"
+    assert not sim.is_alive("head") and sim.now < 0.01  # gave up at the first answer, not after 5 timeouts
+
+
+def test_every_differing_setting_is_named_with_both_values():
+    device = ChannelSpec(quant="uniform", bits=8, elements_per_packet=16, deadline_s=0.05)
+    server = ChannelSpec(quant="uniform", bits=4, elements_per_packet=32, order="sequential", deadline_s=0.05)
+    head, _, _ = run(3, spec=device, tail_spec=server)
+    assert head.failure.differences == (("bits", 8, 4), ("elements_per_packet", 16, 32),
+                                        ("order", "permuted", "sequential"))
+    assert "bits (device 8, server 4), elements_per_packet (device 16, server 32), order (device permuted, " \
+           "server sequential)" in str(head.failure)
+
+
+def test_the_tail_sends_its_settings_at_most_once_per_sender_per_period():
+    x, _ = toy_data(1)
+    other = ChannelSpec(quant="fp16", elements_per_packet=16, deadline_s=0.05, perm_seed=7)
+    bodies = encode_packets(x[0], other, tag=1)
+    tail = SplitTail("tail", lambda z: int(np.argmax(z)), (N_ELEMENTS,), SPEC, notice_s=1.0)
+    h = NodeHarness(tail, peers=["a", "b"])
+    for step in range(24):  # 3 s of mismatched chunks every 125 ms (exact in binary) from two heads
+        for src in ("a", "b"):
+            h.deliver(src, TensorChunk(spec_digest(other), bodies[step % 4]), reliable=False)
+        h.advance(0.125)
+    notices = [(s.dst, s.time) for s in h.sent]
+    assert all(isinstance(s.msg, SplitSettings) and s.msg.spec == spec_digest(SPEC) for s in h.sent)
+    assert [t for dst, t in notices if dst == "a"] == pytest.approx([0.0, 1.0, 2.0])
+    assert len(notices) == 6 and tail.stats["spec_mismatch"] == 48 and tail.stats["settings_sent"] == 6
+    assert len(h.logs("tail")) <= 10 + 1  # the drops are logged rate-limited, counted in full
+
+
+def test_a_head_that_hears_nothing_gives_up_at_the_first_timeout_when_asked():
+    x, y = toy_data(10)
+    head = SplitHead("head", "tail", lambda s: s, x, y, SPEC, reply_timeout_s=0.5, give_up_unheard=True)
+    h = NodeHarness(head, peers=["tail"])  # a stub tail that never answers
+    h.advance(0.49)
+    assert head.failure is None and h.is_alive()
+    h.advance(0.02)
+    assert head.failure == HeadFailure("no_reply") and not h.is_alive() and len(head.results) == 1
+    patient = SplitHead("head", "tail", lambda s: s, x, y, SPEC, reply_timeout_s=0.5)  # the default: misses
+    h2 = NodeHarness(patient, peers=["tail"])
+    h2.advance(10)
+    assert patient.failure is None and patient.summary()["misses"] == 10
+
+
+def test_a_head_that_heard_the_tail_keeps_going_through_timeouts_and_ignores_stray_settings():
+    x, y = toy_data(3)
+    head = SplitHead("head", "tail", lambda s: s, x, y, SPEC, reply_timeout_s=0.5, give_up_unheard=True)
+    h = NodeHarness(head, peers=["tail", "other"])
+    h.deliver("tail", SplitReply(0, int(np.argmax(x[0])), 4, 4), reliable=False)
+    other = ChannelSpec(quant="fp16", elements_per_packet=16, perm_seed=3)
+    h.deliver("other", SplitSettings.of(other), reliable=False)  # not from the tail: ignored
+    h.deliver("tail", SplitSettings.of(SPEC), reliable=False)  # the head's own settings: nothing differs
+    h.advance(5)
+    assert head.failure is None and head.done and head.summary()["answered"] == 1
 
 
 def test_run_offsets_sample_tags_so_a_restarted_head_is_new_to_the_tail():

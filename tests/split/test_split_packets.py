@@ -81,3 +81,30 @@ def test_out_of_range_fields_are_usage_errors():
         SplitReply(0, 70_000, 0, 1)
     with pytest.raises(UsageError, match="spec digest"):
         TensorChunk(-1, b"")
+
+
+# ----- the tail's channel settings, sent back to a head with another spec (issue 12, item 7) --------
+def test_settings_round_trip_and_their_digest_is_the_chunks_spec_digest():
+    from meshlearn.split.packets import SplitSettings, shared_settings
+
+    settings = SplitSettings.of(SPEC)
+    assert settings.spec == spec_digest(SPEC) and settings.settings == shared_settings(SPEC)
+    assert settings.settings == {"quant": "uniform", "bits": 8, "order": "permuted", "perm_seed": 0, "per": 100,
+                                 "compress": "none"}
+    data = encode_payload(settings)
+    assert packet_types()[0xB2] is SplitSettings and data[0] == 0xB2 and settings.wire_size == len(data) < 200
+    back = decode_payload(data)
+    assert isinstance(back, SplitSettings) and back.spec == settings.spec and back.settings == settings.settings
+
+
+@pytest.mark.parametrize("body, match", [
+    (b"", "truncated"),
+    (b"\x00\x00\x00\x01{not json", "JSON"),
+    (b"\x00\x00\x00\x01[1, 2]", "table"),
+    (b"\x00\x00\x00\x01{\"bits\": [8]}", "bits"),
+    (b"\x00\x00\x00\x01{\"bits\": 8}", "digest"),
+    (b"\x00\x00\x00\x01{\"" + b"k" * 600 + b"\": 1}", "bytes"),
+])
+def test_malformed_settings_are_protocol_errors(body, match):
+    with pytest.raises(ProtocolError, match=match):
+        decode_payload(b"\xb2" + body)

@@ -148,7 +148,7 @@ def test_set_status_crash_mid_write_leaves_old_file(tmp_path: Path, monkeypatch:
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="cannot record status 'failed'.*disk full"):
         run.set_status("failed")
     monkeypatch.undo()
     assert json.loads((run.path / "run.json").read_text())["status"] == "running"

@@ -6,6 +6,7 @@
     meshlearn runs list | show | export | compare | rm         look at (and tidy) stored runs
     meshlearn data show CONFIG|PRESET [--set a.b=1]            how the training set is split over clients
     meshlearn serve / join / peer CONFIG                       real FL processes over TCP
+    meshlearn keys secret | issue                              a cluster secret, per-client key files
     meshlearn overlay sim | up,  meshlearn split ...           shortcuts for overlay and split experiments
 
 Errors from meshlearn print one clear line and exit 2 (bad config or usage) or 1 (anything
@@ -50,7 +51,7 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
     """Federated and decentralized learning, split computing and overlays over unreliable networks."""
 
 
-from meshlearn.cli import data, deploy, overlay, run, runs  # noqa: E402,F401  (commands register)
+from meshlearn.cli import data, deploy, keys, overlay, run, runs  # noqa: E402,F401  (commands register)
 
 __all__ = ["app", "main", "command"]
 

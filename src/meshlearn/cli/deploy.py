@@ -3,8 +3,10 @@
     machine A:  MESHLEARN_SECRET=... meshlearn serve quickstart --listen 0.0.0.0:7070
     machine B:  MESHLEARN_SECRET=... meshlearn join quickstart --server A:7070 --client-id client-00
 
-Every frame carries an HMAC-SHA256 under the shared cluster secret (from $MESHLEARN_SECRET or
---secret-file); --tls-cert/--tls-key/--tls-ca add mutual TLS. The server stores the run like
+Every connection is authenticated under the cluster secret (from $MESHLEARN_SECRET or --secret-file),
+with a fresh session key per connection; `serve --client-keys` instead accepts each client only with
+its own key file (`meshlearn keys issue`, `join --key-file`), and only ids of the deployment.
+--tls-cert/--tls-key/--tls-ca add mutual TLS (encryption). The server stores the run like
 `meshlearn run` does, checkpoints every round, and `serve --resume RUN` continues a killed server.
 """
 
@@ -26,6 +28,10 @@ from meshlearn.errors import ConfigError, MeshlearnError, UsageError
 
 SECRET_FILE = typer.Option(None, "--secret-file", help="File holding the cluster secret [default: $MESHLEARN_SECRET].")
 INSECURE = typer.Option(False, "--insecure", help="Run without a cluster secret (local experiments only).")
+CLIENT_KEYS = typer.Option(False, "--client-keys", help="Accept each client only with its own key file (issued by "
+                           "`meshlearn keys issue` from this secret), not with the shared secret.")
+KEY_FILE = typer.Option(None, "--key-file", help="This client's own key file (from `meshlearn keys issue`), for a "
+                        "server run with --client-keys; replaces the cluster secret.")
 TLS_CERT = typer.Option(None, "--tls-cert", help="PEM certificate of this process (enables mutual TLS).")
 TLS_KEY = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert.")
 TLS_CA = typer.Option(None, "--tls-ca", help="PEM CA bundle that signed the peers' certificates.")
@@ -42,11 +48,26 @@ def read_secret(secret_file: Optional[Path], insecure: bool) -> bytes | None:
     else:
         secret = os.environ.get("MESHLEARN_SECRET", "").encode()
     if secret:
+        from meshlearn.wire.keys import WEAK_SECRET_BYTES
+
+        if len(secret) < WEAK_SECRET_BYTES:
+            print(f"warning: the cluster secret is only {len(secret)} bytes, which can be guessed; use at least "
+                  f"{WEAK_SECRET_BYTES} random bytes (`meshlearn keys secret PATH` makes one)", file=sys.stderr)
         return secret
     if insecure:
         return None
     raise UsageError("no cluster secret: set MESHLEARN_SECRET or pass --secret-file PATH "
                      "(or --insecure for a local experiment without authentication)")
+
+
+def client_credential(key_file: Path, client_id: Optional[str]):
+    """``(client id, Keyring)`` from --key-file; --client-id, when given too, must match it."""
+    from meshlearn.wire.keys import Keyring, read_key_file
+
+    owner, key = read_key_file(key_file)
+    if client_id is not None and client_id != owner:
+        raise UsageError(f"--key-file {key_file} is the key of {owner!r}, not of --client-id {client_id!r}")
+    return owner, Keyring(own=(owner, key))
 
 
 def tls_files(cert, key, ca):
@@ -162,13 +183,14 @@ def serve_cmd(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stored run at its last completed round "
                                          "(--set may raise fl.rounds or change deadlines)."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
-    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE, client_keys: bool = CLIENT_KEYS,
     tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
     """Run the FL server: wait for clients, run the rounds, store metrics and checkpoints.
 
     Needs the cluster secret in $MESHLEARN_SECRET or --secret-file (or --insecure on a trusted machine).
+    Only the config's client ids may join; with --client-keys each needs its own key file.
     Gives up (exit 1) when no client joins within fl.join_timeout_s.
     """
     if (config is None) == (resume is None):
@@ -177,11 +199,17 @@ def serve_cmd(
     addr = address("--listen", listen, listening=True)
     check_can_listen(listen, addr)
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    if client_keys:
+        if secret is None:
+            raise UsageError("--client-keys derives each client's key from the cluster secret; drop --insecure")
+        from meshlearn.wire.keys import Keyring
+
+        secret = Keyring(issuer=secret)
     cfg = _load(config, set_, "server") if config else None
 
     from meshlearn.experiment.fl.deploy import serve_runtime
     from meshlearn.experiment.fl.kind import RoundSink
-    from meshlearn.experiment.lifecycle import create_run, kind_of_config, open_run_for_resume, running
+    from meshlearn.experiment.lifecycle import create_run, kind_of_config, open_run_for_resume
     from meshlearn.store import RunStore
 
     store = RunStore(runs_dir)
@@ -203,8 +231,7 @@ def serve_cmd(
     sink.target = RoundSink(run, _say_round, time_key="wall_time")
     _say(f"serving run {run.id} on {listen}, starting at round {server.completed_round + 1}, "
          f"waiting for {cfg.data.clients} clients")
-    with running(run):
-        finished = _serve(runtime, run, listen, timeout)
+    finished = _serve(runtime, run, listen, timeout)
     done = server.completed_round >= cfg.fl.rounds
     run.finish("completed" if done else "stopped", completed_round=server.completed_round,
                **({"error": server.gave_up} if server.gave_up else {}))
@@ -228,34 +255,49 @@ class _LateSink:
 
 
 def _serve(runtime, run, listen: str, timeout: Optional[float]) -> bool:
+    """Run ``runtime`` as the owner of ``run``: a taken port is one line, Ctrl-C / SIGTERM end it interrupted."""
+    from meshlearn.experiment.lifecycle import Terminated, running
+
+    again = f"meshlearn serve --resume {run.id}" if run.info.get("mode") == "serve" else "the same command"
     try:
-        return runtime.run_forever(timeout)
+        with running(run):
+            return runtime.run_forever(timeout)
+    except KeyboardInterrupt as stop:
+        _say(f"run {run.id}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}; completed rounds "
+             f"are saved, continue with `{again}`")
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
     except OSError as err:  # the port was taken after check_can_listen: asyncio binds inside run_forever
         if err.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise UsageError(_bind_error(listen, err, run.id)) from None
-        raise MeshlearnError(f"server on {listen} failed: {err}; run {run.id} is marked failed, "
-                             f"resume it with `meshlearn serve --resume {run.id}`") from None
+        raise MeshlearnError(f"{listen} failed: {err}; run {run.id} is marked failed, continue with `{again}`") from None
 
 
 @app.command("join")
 def join_cmd(
     config: str = typer.Argument(..., help="The same TOML file or preset the server runs."),
     server: str = typer.Option("127.0.0.1:7070", "--server", help="HOST:PORT of `meshlearn serve`."),
-    client_id: str = typer.Option(..., "--client-id", help="This client's id, e.g. client-03 (selects its data shard)."),
+    client_id: Optional[str] = typer.Option(None, "--client-id", help="This client's id, e.g. client-03 (selects its "
+                                            "data shard) [default: the id of --key-file]."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key (keep it consistent with the server)."),
     local_data: bool = typer.Option(False, "--local-data", help="Train on this machine's whole dataset (data.path) "
                                     "instead of a shard."),
     rejoin_s: float = typer.Option(5.0, "--rejoin-s", help="Re-announce after this many silent seconds (finds a "
                                    "restarted server)."),
-    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE, key_file: Optional[Path] = KEY_FILE,
     tls_cert: Optional[Path] = TLS_CERT, tls_key: Optional[Path] = TLS_KEY, tls_ca: Optional[Path] = TLS_CA,
     timeout: Optional[float] = TIMEOUT,
 ) -> None:
     """Run one FL client: connect to the server, train when asked, exit when the run is over."""
     addr = address("--server", server)
+    if key_file is not None:
+        client_id, secret = client_credential(key_file, client_id)
+    elif client_id is None:
+        raise UsageError("pass --client-id ID (e.g. client-03), or --key-file ID.key from `meshlearn keys issue`")
     cfg = _load(config, set_, "client")
     check_client_id(cfg, client_id)
-    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
+    if key_file is None:
+        secret = read_secret(secret_file, insecure)
+    tls = tls_files(tls_cert, tls_key, tls_ca)
 
     from meshlearn.experiment.fl.deploy import join_runtime
 
@@ -295,7 +337,7 @@ def peer_cmd(
 
     from meshlearn.experiment.fl.deploy import EpochPrinter, peer_runtime
     from meshlearn.experiment.fl.kind import RoundSink
-    from meshlearn.experiment.lifecycle import create_run, kind_of_config, running
+    from meshlearn.experiment.lifecycle import create_run, kind_of_config
     from meshlearn.store import RunStore
 
     secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
@@ -307,8 +349,7 @@ def peer_cmd(
     run = create_run(RunStore(runs_dir), named, kind_of_config(cfg), mode="peer", peer=peer_id)
     sink.target = _Tee(RoundSink(run, None, time_key="wall_time"), printer)
     _say(f"{peer_id} listening on {listen}, neighbours {', '.join(node.neighbours)}; run {run.id}")
-    with running(run):
-        finished = runtime.run_forever(timeout)
+    finished = _serve(runtime, run, listen, timeout)
     run.finish("completed" if finished else "stopped")
     _say(f"{peer_id}: {'finished' if finished else 'timed out'}")
     sys.exit(0 if finished else 1)

@@ -53,16 +53,17 @@ def demo_cmd(runs_dir: Optional[Path] = RUNS_DIR, quiet: bool = QUIET) -> None:
 def execute(cfg, runs_dir: Optional[Path], *, resume: str | None = None, overrides=(), quiet: bool = False) -> None:
     """Run through the lifecycle with progress on stderr and the kind's summary on stdout."""
     from meshlearn.experiment import run_experiment
+    from meshlearn.experiment.lifecycle import Terminated
     from meshlearn.store import RunStore
 
     with Reporter(_step_name(cfg), quiet) as reporter:
         try:
             run = run_experiment(cfg, RunStore(runs_dir), resume=resume, overrides=overrides, progress=reporter)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated): the run is interrupted, resumable
             reporter.close()
-            err.print("[yellow]interrupted[/]: completed rounds are saved; resume with "
-                      "`meshlearn run --resume latest`")
-            sys.exit(130)
+            how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+            err.print(f"[yellow]{how}[/]: completed rounds are saved; resume with `meshlearn run --resume latest`")
+            sys.exit(143 if isinstance(stop, Terminated) else 130)
     print_summary(run)
 
 

@@ -2,7 +2,8 @@
 
 Runs of every kind are listed together; `show` and `compare` ask each run's kind what to print
 (a round table for FL runs, scalar results for overlay and split runs). Nothing here imports the
-learning stack until a kind is asked for.
+learning stack until a kind is asked for. A run whose process was killed shows as ``died`` with the time
+it last wrote anything; damaged or read-only run directories are one-line errors (StoreError).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from meshlearn.cli import app
 from meshlearn.cli.console import RUNS_DIR_HELP, out
-from meshlearn.errors import ConfigError, UsageError
+from meshlearn.errors import ConfigError, StoreError, UsageError
 
 runs_app = typer.Typer(help="List, inspect, export, compare and remove stored runs.", no_args_is_help=True,
                        rich_markup_mode=None)
@@ -46,9 +47,14 @@ def list_cmd(runs_dir: Optional[Path] = RUNS_DIR) -> None:
     table = Table("id", "kind", "what", "status", "steps", "accuracy", "created")
     for r in runs:
         acc, info = r.info.get("final_accuracy"), r.info
-        table.add_row(escape(r.id), str(info.get("kind", "")), escape(_what(info)), r.status,
+        table.add_row(escape(r.id), str(info.get("kind", "")), escape(_what(info)), _status(r.status, r.died),
                       str(info.get("completed_round", "")), "" if acc is None else f"{acc:.4f}", r.created[:19])
     out.print(table)
+
+
+def _status(status: str, died: Optional[str]) -> str:
+    """``died`` runs carry the UTC time they last wrote anything."""
+    return f"died {died[:19].replace('T', ' ')}" if died else status
 
 
 def _kind(run):
@@ -64,7 +70,7 @@ def show_cmd(run: str = RUN_ARG, runs_dir: Optional[Path] = RUNS_DIR) -> None:
 
     r = _store(runs_dir).open_run(run)
     kind = _kind(r)
-    out.print(summary_table(f"{r.id}  [{r.status}]  {r.info.get('kind', '')}", kind.summary(r)))
+    out.print(summary_table(f"{r.id}  [{_status(r.status, r.died_at)}]  {r.info.get('kind', '')}", kind.summary(r)))
     shown = kind.table(r)
     if shown is not None:
         header, rows = shown
@@ -154,5 +160,9 @@ def rm_cmd(runs: list[str] = typer.Argument(..., help="Run ids, unique prefixes 
         raise typer.Exit(1)
     for r in doomed:
         r.close()
-        shutil.rmtree(r.path)
+        try:
+            shutil.rmtree(r.path)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise StoreError(f"cannot remove {r.path}: {why}; is the runs directory read-only?") from None
         out.print(f"removed {r.path}", highlight=False)

@@ -9,9 +9,12 @@
 `train` and `infer --simulate` are shortcuts for a split experiment (`meshlearn run` of a file with
 kind = "split"): they build its config, run it through the run store and print the study's JSON.
 Option defaults come from the experiment's models (`meshlearn config show --kind split`). Channel
-options must match on both sides: every chunk carries a digest of them and the tail drops (and
-counts) chunks from a head with other options. `--loss` is injected by the head before sending,
-keyed on `--seed` and the sample index, so `infer --simulate` with the same seed drops the same packets.
+options must match on both sides: every chunk carries a digest of them; the tail drops (and
+counts) chunks from a head with other options and answers with its own, so `infer` stops with an
+error (exit 2) naming each setting that differs; if nothing at all comes back within
+`--reply-timeout`, `infer` stops with an error listing the likely causes. `--loss` is injected by
+the head before sending, keyed on `--seed` and the sample index, so `infer --simulate` with the
+same seed drops the same packets.
 
 This module loads only when a `split` command runs (see `meshlearn.cli`), so it may import the
 split package at the top.
@@ -141,8 +144,9 @@ def serve_cmd(
     """Run the tail (status on stderr, results on stdout): rebuild each sample from the packets that arrive by the deadline, reply with the class.
 
     Prints `serving ... on HOST:PORT` when ready and, on exit (--duration or Ctrl-C), one JSON line
-    of counters: samples answered, packets, late/duplicate chunks, chunks with another channel spec,
-    and the runtime's rejected datagrams (bad MAC or undecodable).
+    of counters: samples answered, packets, late/duplicate chunks, chunks with another channel spec
+    (each such head is sent this tail's settings, at most once a second: settings_sent), and the
+    runtime's rejected datagrams (bad MAC or undecodable).
     """
     import asyncio
 
@@ -223,14 +227,34 @@ def _infer_over_udp(model: Path, addr, secret, section: dict, infer: dict, seed:
     head, _ = build_nodes(split, meta, spec, samples=settings.samples, loss=settings.loss, seed=seed,
                           reply_timeout=settings.reply_timeout_s, window=settings.window, head_id=node_id,
                           run=secrets.randbits(32), burst=settings.burst)
+    head.give_up_unheard = True  # a real server that never answers is a setup problem, not 200 misses
     t0 = time.perf_counter()
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
     runtime = AsyncioRuntime(peers={TAIL_ID: addr}, secret=secret, seed=seed)
     runtime.add_node(head)
     runtime.run_forever()
+    if head.failure is not None:
+        raise UsageError(failure_message(head.failure, addr, settings.reply_timeout_s))
     result = {"mode": "udp", "seed": seed, "loss": settings.loss, "burst": settings.burst, **head.summary(),
               "wall_s": round(time.perf_counter() - t0, 2), "predictions": head.predictions().tolist()}
     print(json.dumps(result), flush=True)
+
+
+_SETTING_FLAGS = {"quant": "--quant", "bits": "--quant/--bits", "order": "--order", "perm_seed": "--perm-seed",
+                  "elements_per_packet": "--elements/--mtu", "compress": "--compress"}
+
+
+def failure_message(failure, addr: tuple[str, int], reply_timeout: float) -> str:
+    """The one-line error of a head that gave up (a ``HeadFailure``), with what to do about it."""
+    where = f"{addr[0]}:{addr[1]}"
+    if failure.reason == "no_reply":
+        return (f"no reply from the server at {where} within --reply-timeout {reply_timeout:g} s, not even to say "
+                "its channel settings differ; check that `meshlearn split serve` is running there (--server "
+                "HOST:PORT), that both sides use the same secret (--secret-file or MESHLEARN_SECRET: the server "
+                "drops frames sealed with another key), and that no firewall drops UDP to that port")
+    flags = sorted({_SETTING_FLAGS.get(key, "--" + key) for key, _, _ in failure.differences})
+    return (f"{failure} at {where}; run `split infer` with the channel options `split serve` was started with"
+            + (f" ({', '.join(flags)})" if flags else ""))
 
 
 @split_app.command("heatmap")

@@ -6,6 +6,8 @@ Each pydantic error becomes a ``(key, reason, choices)`` problem:
 * Literal/enum -> ``'x' is not a valid choice; valid: a, b``
 * wrong type   -> ``expected float, got 'abc' (str)``
 * missing      -> ``required key is missing``
+* a validator's ``ConfigError(key, reason)`` -> reported at ``<field>.<key>``, so a check on a
+  free-form table (a loss model's parameters, say) names the parameter, not only the table
 
 Keys are dotted paths into the TOML document (``clients[0].lr``). The model
 tree is walked alongside the error location so that the valid keys and choices
@@ -221,12 +223,28 @@ def _error_key(model_cls: type[BaseModel], loc: tuple, kind: str) -> str:
     return format_key(_walk(model_cls, loc)[0])
 
 
+def _nested(model_cls: type[BaseModel], err: Mapping[str, Any]) -> list[Problem] | None:
+    """A validator raised ``ConfigError(key, ...)``: its problems at ``<field>.<key>`` (None otherwise)."""
+    cause = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
+    if not isinstance(cause, ConfigError):
+        return None
+    outer = _error_key(model_cls, tuple(err["loc"]), err["type"])
+    listed = f" (valid: {', '.join(cause.choices)})" if cause.choices else ""  # as str(cause) shows them
+    inner = getattr(cause, "problems", None) or [(cause.key, cause.reason + listed, cause.choices)]
+    return [(".".join(part for part in (outer, key) if part).replace(".[", "["), reason, list(choices))
+            for key, reason, choices in inner]
+
+
 def problems_from(model_cls: type[BaseModel], exc: ValidationError) -> list[Problem]:
     """One ``(key, reason, choices)`` per distinct pydantic error, in pydantic's order."""
     seen: dict[tuple[str, str], Problem] = {}
     for err in exc.errors():
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             key, reason, choices = _union_tag(model_cls, err)
+        elif (nested := _nested(model_cls, err)) is not None:
+            for key, reason, choices in nested:
+                seen.setdefault((key, reason), (key, reason, choices))
+            continue
         else:
             reason, choices = _reason(model_cls, err)
             key = _error_key(model_cls, tuple(err["loc"]), err["type"])

@@ -8,6 +8,7 @@ uint32 per dimension, then the values in big-endian C order. Files may be gzippe
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: IDX header truncated ({len(raw)} bytes, need {header} for {ndim} dims)")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: dims of a corrupt header cannot overflow
     if len(raw) - header != expected:
         raise DataError(
             f"{path}: IDX body has {len(raw) - header} bytes but dims {dims} of {dtype} need {expected}; "

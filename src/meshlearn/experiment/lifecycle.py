@@ -7,7 +7,11 @@ Order, so that a mistake never leaves a run folder behind:
 
     validate (the kind's config model)  →  kind.check  →  kind.prepare (data, nodes, executor)
     →  create the run directory (resolved config.toml, run.json, run.log)  →  running  →  prepared.run
-    →  completed | stopped (with the kind's info)  /  interrupted (Ctrl-C: resumable)  /  failed
+    →  completed | stopped (with the kind's info)  /  interrupted (Ctrl-C or SIGTERM: resumable)  /  failed
+
+While it runs, the run records its owning process (``Run.claim``), so a run whose process was killed
+shows as ``died`` instead of "running" forever; a resume checks first that no live process owns the
+run and that its directory is writable, and announces any checkpoint fallback as a warning.
 
 ``open_run_for_resume`` and ``running`` are the pieces real deployments (``serve``, ``peer``)
 reuse; ``run_experiment`` is the small Python API the CLI and the web UI call.
@@ -18,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +36,10 @@ from meshlearn.config import apply_overrides, diff_from_default, to_toml, valida
 from meshlearn.errors import ConfigError, StoreError
 from meshlearn.experiment.kinds import ExperimentKind, Outcome, Prepared, kind_named
 from meshlearn.store import Run, RunStore
+from meshlearn.store.files import atomic_write_text
 
 __all__ = ["Progress", "run_experiment", "open_run_for_resume", "running", "create_run", "kind_of_config",
-           "LOG_FILE"]
+           "LOG_FILE", "Terminated"]
 
 LOG_FILE = "run.log"
 _log = logging.getLogger("meshlearn")
@@ -90,28 +97,78 @@ def create_run(store: RunStore, config: BaseModel, kind: ExperimentKind, **info:
     return store.create_run(getattr(config, "name", kind.name), to_toml(config), run_info(config, kind, **info))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a run is running (main thread): the run ends like Ctrl-C, ``interrupted`` and resumable."""
+
+
 @contextlib.contextmanager
-def running(run: Run) -> Iterator[None]:
-    """Mark ``run`` running, keep its log in run.log, and record how it ended if it raises."""
+def running(run: Run, ctx: _Context | None = None) -> Iterator[None]:
+    """Claim ``run`` for this process, keep its log in run.log, and record how it ended if it raises.
+
+    The run's pending notices (a checkpoint fallback) are logged as warnings (and reported through
+    ``ctx``). SIGTERM is handled like Ctrl-C. If recording the end fails too (a full disk), that is
+    logged and the original error propagates; the run then shows as ``died`` once this process is gone.
+    """
     handler = _log_to(run.path / LOG_FILE)
-    run.set_status("running")
     try:
-        yield
-    except KeyboardInterrupt:
-        run.finish("interrupted")
-        _log.warning("interrupted: completed steps are saved; resume with `meshlearn run --resume %s`", run.id)
-        raise
-    except BaseException as exc:
-        run.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        _log.error("failed: %s", exc)
-        raise
+        run.claim()
+        for text in run.take_notices():
+            if ctx is not None:
+                ctx.log(text, level="warning")
+            else:
+                _log.warning("%s", text)
+        with _sigterm_interrupts():
+            try:
+                yield
+            except KeyboardInterrupt as stop:
+                how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+                _record_end(run, "interrupted", **({"signal": "SIGTERM"} if isinstance(stop, Terminated) else {}))
+                command = "serve" if run.info.get("mode") == "serve" else "run"
+                _log.warning("%s: completed steps are saved; resume with `meshlearn %s --resume %s`", how, command,
+                             run.id)
+                raise
+            except BaseException as exc:
+                _record_end(run, "failed", error=f"{type(exc).__name__}: {exc}")
+                _log.error("failed: %s", exc)
+                raise
     finally:
         _log.removeHandler(handler)
         handler.close()
 
 
+def _record_end(run: Run, status: str, **extra: Any) -> None:
+    """``run.finish`` on the way out of an error: its own failure is logged, never raised over the first."""
+    try:
+        run.finish(status, **extra)
+    except StoreError as exc:
+        _log.error("could not record that run %s ended %s: %s", run.id, status, exc)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Raise ``Terminated`` on the first SIGTERM (later ones are ignored until the run has ended)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Terminated("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def _log_to(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; is the run directory writable?") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     _log.addHandler(handler)
@@ -130,6 +187,8 @@ def open_run_for_resume(store: RunStore, resume: str, overrides: Iterable[str] =
         what = ", ".join(f"{k} {v}" for k, v in kind.describe(config).items())
         raise StoreError(f"runs of {what or kind.name} cannot be resumed yet; start a new run")
     config = _with_overrides(kind, config, list(overrides), str(run.config_path))
+    run.check_free()
+    run.require_writable("resume")
     return run, config, kind.resume(run, config)
 
 
@@ -177,7 +236,7 @@ def run_experiment(config: BaseModel | None, store: RunStore, *, resume: str | N
         if run is None:
             run = create_run(store, config, kind)
         elif list(overrides):
-            run.config_path.write_text(to_toml(config), encoding="utf-8")
+            atomic_write_text(run.config_path, to_toml(config))
         _execute(run, prepared, progress)
     finally:
         prepared.close()
@@ -187,7 +246,7 @@ def run_experiment(config: BaseModel | None, store: RunStore, *, resume: str | N
 def _execute(run: Run, prepared: Prepared, progress: Callable[[Progress], None] | None) -> Outcome:
     ctx = _Context(run, prepared.total, progress)
     wall0 = time.perf_counter()
-    with running(run):
+    with running(run, ctx):
         outcome = prepared.run(ctx)
     run.finish(outcome.status, wall_s=round(time.perf_counter() - wall0, 3), **outcome.info,
                **({"warnings": ctx.warnings[-20:]} if ctx.warnings else {}))

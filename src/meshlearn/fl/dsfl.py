@@ -40,7 +40,7 @@ import inspect
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -237,12 +237,13 @@ class DSFLServer(DistillRoundServer):
 
     def __init__(self, node_id: str, params: Params, settings: RoundSettings, dsfl: DSFLSettings, num_open: int,
                  num_classes: int, *, min_clients: int = 1, resume: tuple[int, Params] | None = None,
-                 selector: Selector | None = None):
+                 selector: Selector | None = None, clients: Iterable[str] | None = None):
         if num_open < 1:
             raise UsageError("DS-FL needs a shared unlabelled set; set data.open_size > 0 (or data.open_path)")
         state = {k: v for k, v in (resume[1] if resume else {}).items() if k.startswith(_PREFIX)}
         resume = (resume[0], {k: v for k, v in resume[1].items() if k not in state}) if resume else None
-        super().__init__(node_id, params, settings, min_clients=min_clients, resume=resume, selector=selector)
+        super().__init__(node_id, params, settings, min_clients=min_clients, resume=resume, selector=selector,
+                         clients=clients)
         self.dsfl, self.num_open, self.num_classes = dsfl, int(num_open), int(num_classes)
         fn = SOFT_AGGREGATORS.get(dsfl.aggregation)  # SA takes no temperature; ERA (and plug-ins) may
         self.aggregate_soft = partial(fn, **{k: v for k, v in {"temperature": dsfl.temperature}.items()
@@ -369,7 +370,7 @@ def build_dsfl(setup: spec.Setup) -> spec.Plan:
     params, num_open, telemetry = setup.initial_params(), len(ws.open), setup.telemetry()
     selector = setup.selector(round_cost(settings, ws, setup.config.fl.epochs))
     server = DSFLServer(spec.SERVER, params, setup.config.fl, settings, num_open, ws.train.num_classes,
-                        min_clients=len(ids), resume=setup.resume, selector=selector)
+                        min_clients=len(ids), resume=setup.resume, selector=selector, clients=ids)
     clients = [DSFLClient(c, spec.SERVER, params, num_open, telemetry=telemetry.get(c)) for c in ids]
     return spec.Plan([server, *clients], progress=lambda: server.completed_round)
 

@@ -38,7 +38,7 @@ Message kinds. ONLY APPEND: the strings are part of the wire protocol between ve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,10 +90,12 @@ class FDServer(DistillRoundServer):
     KINDS = Kinds(JOIN, ROUND, UPLOAD, SHUTDOWN)
 
     def __init__(self, node_id: str, num_classes: int, settings: RoundSettings, fd: FDSettings, *,
-                 min_clients: int = 1, resume: tuple[int, Params] | None = None, selector: Selector | None = None):
+                 min_clients: int = 1, resume: tuple[int, Params] | None = None, selector: Selector | None = None,
+                 clients: Iterable[str] | None = None):
         c = int(num_classes)
         table = {"fd.sums": np.zeros((c, c), np.float64), "fd.counts": np.zeros(c, np.int64)}
-        super().__init__(node_id, table, settings, min_clients=min_clients, resume=resume, selector=selector)
+        super().__init__(node_id, table, settings, min_clients=min_clients, resume=resume, selector=selector,
+                         clients=clients)
         self.fd, self.num_classes = fd, c
         self.contributions: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # client → (sums, counts) in the table
 
@@ -199,7 +201,7 @@ def build_fd(setup: spec.Setup) -> spec.Plan:
     c, params, telemetry = ws.train.num_classes, setup.initial_params(), setup.telemetry()
     cost = CostModel(32.0 * c * c + 64.0 * c, ws.flops_per_sample * (TRAIN_FLOPS_FACTOR * setup.config.fl.epochs + 1))
     server = FDServer(spec.SERVER, c, setup.config.fl, setup.settings, min_clients=len(ids), resume=setup.resume,
-                      selector=setup.selector(cost))
+                      selector=setup.selector(cost), clients=ids)
     clients = [FDClient(cid, spec.SERVER, params, c, telemetry=telemetry.get(cid)) for cid in ids]
     return spec.Plan([server, *clients], progress=lambda: server.completed_round)
 

@@ -2,8 +2,10 @@
 
 Both run ``FLServer`` / ``FLClient``: each round the server sends the global parameters to the
 selected clients, they run local SGD as ``[fl]`` says, and the server averages their updates
-weighted by sample counts. FedProx adds the proximal term (mu/2)·||w − w_global||² to every
-client's loss (``[fedprox] mu``); with mu = 0 it is FedAvg.
+weighted by sample counts (or by the robust rule ``fl.aggregator`` names). The server refuses
+messages from ids outside the deployment; ``[attack]`` makes listed clients malicious (evaluation).
+FedProx adds the proximal term (mu/2)·||w − w_global||² to every client's loss (``[fedprox] mu``);
+with mu = 0 it is FedAvg.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from meshlearn.fl import spec
-from meshlearn.fl.client import FLClient
+from meshlearn.fl.attacks import AttackSettings
 from meshlearn.fl.selection import cost_model
 from meshlearn.fl.server import FLServer
 
@@ -31,8 +33,9 @@ def _build(setup: spec.Setup, prox_mu: float) -> spec.Plan:
     params, telemetry = setup.initial_params(), setup.telemetry()
     selector = setup.selector(cost_model(params, ws.flops_per_sample, setup.config.fl.epochs))
     server = FLServer(spec.SERVER, params, setup.config.fl, min_clients=len(ids), resume=setup.resume,
-                      selector=selector, prox_mu=prox_mu)
-    clients = [FLClient(c, spec.SERVER, telemetry=telemetry.get(c)) for c in ids]
+                      selector=selector, prox_mu=prox_mu, clients=ids)
+    attack = getattr(setup.config, "attack", None) or AttackSettings()  # a stub setup's config may have none
+    clients = [attack.client(c, spec.SERVER, telemetry=telemetry.get(c)) for c in ids]
     return spec.Plan([server, *clients], progress=lambda: server.completed_round)
 
 
@@ -47,7 +50,8 @@ def build_fedprox(setup: spec.Setup) -> spec.Plan:
 
 
 spec.register(spec.AlgorithmSpec(
-    "fedavg", "parameter averaging weighted by sample counts", build_fedavg, roles=("server", "client"), default=True))
+    "fedavg", "parameter averaging weighted by sample counts", build_fedavg, roles=("server", "client"), averaging=True,
+    default=True))
 spec.register(spec.AlgorithmSpec(
     "fedprox", "FedAvg with a proximal term on the clients' loss", build_fedprox, section="fedprox",
-    settings=FedProxSettings, roles=("server", "client")))
+    settings=FedProxSettings, roles=("server", "client"), averaging=True))

@@ -6,13 +6,17 @@ Round life-cycle:
     → the selector picks k clients (`clients_per_round`, else ⌈fraction · roster⌉), send them the
       global parameters, arm the deadline timer
     → collect updates (wrong round, unknown sender or wrong shape: rejected and logged)
-    → all selected replied, or deadline: if ≥ min_completion of them replied, aggregate;
-      otherwise keep the old model (round recorded as failed)
+    → all selected replied, or deadline: if ≥ min_completion of them replied, aggregate with the
+      ``fl.aggregator`` rule (``meshlearn.fl.aggregate``); otherwise keep the old model (round failed)
     → tell the selector how each selected client did (ClientFeedback)
     → evaluate the global model (a task), record metrics, checkpoint, next round or stop.
 
 Selection is pluggable (`meshlearn.fl.selection`); the default `random` selector makes exactly the
 rng draws this server always made. Clients' fl.join meta goes to `selector.telemetry`.
+
+Given the deployment's client ids (`clients=`), the server refuses every message from any other id
+with a PeerError (the host counts it in ``peer_errors``): a stranger never joins the roster, so made-up
+ids cannot be selected and fail rounds.
 
 FedProx differs from FedAvg only in the clients' proximal term (`prox_mu` in fl.train).
 `RoundSettings` is the `[fl]` section of an experiment, taken whole. Resuming: pass
@@ -21,14 +25,16 @@ FedProx differs from FedAvg only in the clients' proximal term (`prox_mu` in fl.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from meshlearn.errors import ProtocolError
+from meshlearn.errors import PeerError, ProtocolError
 from meshlearn.fl import messages as kinds
 from meshlearn.fl.aggregate import AGGREGATORS, check_update
 from meshlearn.fl.messages import Kinds, LocalTraining
@@ -62,10 +68,53 @@ class RoundSettings(BaseModel):
                                                               "to count")
     join_timeout_s: float = Field(60.0, gt=0, description="start round 1 after this long even if not all "
                                                           "clients joined; give up if none joined by then")
+    aggregator: str = Field("mean", description="how the server combines client parameters: mean (sample-weighted, "
+                                                "FedAvg), median (coordinate-wise), trimmed_mean (coordinate-wise, "
+                                                "fl.trim cut at each end), norm_clip (weighted mean of updates "
+                                                "clipped to fl.clip_norm); the last three resist malicious clients")
+    trim: float = Field(0.2, ge=0, lt=0.5, allow_inf_nan=False,
+                        description="trimmed_mean: share of clients dropped at each end of every coordinate "
+                                    "(0.2 of 20 = the 4 lowest and 4 highest); withstands up to ⌊trim · clients⌋ "
+                                    "malicious ones")
+    clip_norm: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                    description="norm_clip: bound on each update's norm ||w_client − w_global||; "
+                                                "unset = the median norm of the round")
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, value: str) -> str:
+        if value not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {value!r} (valid: {', '.join(AGGREGATORS.names())})")
+        return value
+
+    @field_validator("trim", "clip_norm")
+    @classmethod
+    def _read_by_aggregator(cls, value: Any, info: ValidationInfo) -> Any:
+        """An option the chosen rule does not take, set to a non-default value, is an error."""
+        rule, key = info.data.get("aggregator"), info.field_name
+        if rule is None or value == cls.model_fields[key].default or key in _rule_options(rule):
+            return value  # (an unknown aggregator is reported on its own)
+        readers = [n for n in AGGREGATORS.names() if key in _rule_options(n)]
+        raise ValueError(f"set, but fl.aggregator = {rule!r} does not read it ({' / '.join(readers)} does); "
+                         "drop it or change fl.aggregator")
 
     def training(self, prox_mu: float | None = None) -> LocalTraining:
         """The local SGD every selected client runs (``prox_mu``: FedAvg/FedProx's proximal weight)."""
         return LocalTraining(self.epochs, self.batch_size, self.lr, self.momentum, self.weight_decay, prox_mu)
+
+    def aggregation(self) -> Callable[[list[tuple[Params, int]], Params], Params]:
+        """The ``fl.aggregator`` rule with its options bound: ``(updates, current) -> params``."""
+        accepted = _rule_options(self.aggregator)
+        return functools.partial(AGGREGATORS.get(self.aggregator), **{k: getattr(self, k) for k in accepted})
+
+
+_AGGREGATOR_OPTIONS = ("trim", "clip_norm")  # [fl] keys a rule reads when its signature names them
+
+
+def _rule_options(name: str) -> list[str]:
+    """The ``_AGGREGATOR_OPTIONS`` the aggregation rule ``name`` takes as keywords."""
+    parameters = inspect.signature(AGGREGATORS.get(name)).parameters
+    return [key for key in _AGGREGATOR_OPTIONS if key in parameters]
 
 
 @dataclass
@@ -98,13 +147,15 @@ class FLServer(Node):
 
     def __init__(self, node_id: str, params: Params, settings: RoundSettings, *, min_clients: int = 1,
                  eval_task: Callable[[Params], Any] = EvalTask, resume: tuple[int, Params] | None = None,
-                 selector: Selector | None = None, prox_mu: float = 0.0, aggregator: str = "mean"):
+                 selector: Selector | None = None, prox_mu: float = 0.0, clients: Iterable[str] | None = None):
         super().__init__(node_id)
         self.settings, self.min_clients, self.prox_mu = settings, min_clients, prox_mu
         self.selector = selector if selector is not None else RandomSelector()
         self.params = params
         self.make_eval_task = eval_task  # params -> task
-        self.aggregate = AGGREGATORS.get(aggregator)
+        self.aggregate = settings.aggregation()  # (updates, current) -> params, from fl.aggregator
+        self.clients = None if clients is None else frozenset(clients)  # the deployment's ids; None = anyone
+        self.strangers = 0  # messages refused because their sender is not one of `clients`
         self.roster: set[str] = set()
         self.round: _Round | None = None
         self.completed_round = resume[0] if resume else 0
@@ -126,6 +177,7 @@ class FLServer(Node):
             self._finish(ctx, "already complete")
 
     def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        self._check_member(src, msg)
         if msg.kind == self.KINDS.join:
             self._on_join(ctx, src, msg)
         elif msg.kind == self.KINDS.upload:
@@ -148,6 +200,16 @@ class FLServer(Node):
             self._after_eval(ctx, result)
 
     # ----- joins and updates --------------------------------------------------------------
+    def _check_member(self, src: str, msg: Message) -> None:
+        """Refuse (PeerError: the host counts it) anything from an id outside the deployment's clients."""
+        if self.clients is None or src in self.clients:
+            return
+        self.strangers += 1
+        ids = sorted(self.clients)
+        known = f"{ids[0]} … {ids[-1]}" if ids else "none"
+        raise PeerError(f"refused {msg.kind!r} from {src!r}: not a client of this deployment ({len(ids)} clients: "
+                        f"{known}); it never joins the roster")
+
     def _on_join(self, ctx: Context, src: str, msg: Message) -> None:
         self.roster.add(src)
         if msg.meta:
@@ -204,7 +266,7 @@ class FLServer(Node):
 
     def conclude_round(self, ctx: Context, rnd: _Round, ok: bool) -> None:
         if ok:
-            self.params = self.aggregate(list(rnd.updates.values()))
+            self.params = self.aggregate(list(rnd.updates.values()), self.params)
         self._submit_eval(ctx)
 
     def record_extra(self, ctx: Context, rnd: _Round) -> None:

@@ -13,8 +13,10 @@ Build, run, deploy and the CLI only look specs up; no algorithm name appears out
     server              True: clients around a node "server" (a star); False: peers on their own graph
     roles               what real deployments host: ("server", "client") for serve/join, ("peer",)
     open_set            whether it needs the shared unlabelled set (data.open_size / data.open_path)
-    ignores             config keys it never reads -> why, besides those ``server`` implies (``unread()``
-                        has both); a non-default value there is a config error
+    averaging           True: its server combines client parameters by ``fl.aggregator`` and its clients can
+                        be made malicious by ``[attack]``; False: those keys are unread (``AVERAGING_KEYS``)
+    ignores             config keys it never reads -> why, besides those ``server`` and ``averaging`` imply
+                        (``unread()`` has all); a non-default value there is a config error
     default             the algorithm an experiment runs when ``fl.algorithm`` is not set (exactly one)
 """
 
@@ -29,8 +31,8 @@ from pydantic import BaseModel
 from meshlearn.node import Node
 from meshlearn.registry import Registry
 
-__all__ = ["ALGORITHMS", "SERVER", "IMPLIED_IGNORES", "AlgorithmSpec", "Plan", "Setup", "default_algorithm",
-           "fl_rounds", "register", "round_horizon_s"]
+__all__ = ["ALGORITHMS", "AVERAGING_KEYS", "SERVER", "IMPLIED_IGNORES", "AlgorithmSpec", "Plan", "Setup",
+           "default_algorithm", "fl_rounds", "register", "round_horizon_s"]
 
 SERVER = "server"  # the node id of the server of server-based algorithms
 Params = dict[str, np.ndarray]
@@ -44,6 +46,10 @@ IMPLIED_IGNORES = {
     False: {"selection": f"{_NO_SERVER} to select clients", "network.uplink_loss": f"{_NO_SERVER}, so no uplink",
             "network.downlink_loss": f"{_NO_SERVER}, so no downlink"},
 }
+_NOT_AVERAGED = "no server averages client parameters here, so there is no aggregation rule to choose"
+# config keys only parameter-averaging algorithms (``averaging=True``) read
+AVERAGING_KEYS = {"fl.aggregator": _NOT_AVERAGED, "fl.trim": _NOT_AVERAGED, "fl.clip_norm": _NOT_AVERAGED,
+                  "attack": "malicious clients are simulated for parameter-averaging algorithms only"}
 
 
 class Setup(Protocol):
@@ -111,6 +117,7 @@ class AlgorithmSpec:
     server: bool = True
     roles: tuple[str, ...] = ()
     open_set: bool = False
+    averaging: bool = False
     ignores: Mapping[str, str] = field(default_factory=dict)
     default: bool = False
 
@@ -119,8 +126,9 @@ class AlgorithmSpec:
             raise ValueError(f"algorithm {self.name!r}: give both section and settings, or neither")
 
     def unread(self) -> dict[str, str]:
-        """Every config key this algorithm never reads -> why: what ``server`` implies, then its own ``ignores``."""
-        return {**IMPLIED_IGNORES[self.server], **self.ignores}
+        """Every config key this algorithm never reads -> why: what ``server`` and ``averaging`` imply, then its
+        own ``ignores``."""
+        return {**IMPLIED_IGNORES[self.server], **({} if self.averaging else AVERAGING_KEYS), **self.ignores}
 
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithms", discover="meshlearn.fl")

@@ -151,11 +151,13 @@ class DynamicsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="clients' compute and bandwidth change over time; false = static")
-    period_s: float = Field(60.0, gt=0, description="virtual seconds between redraws of each client's state")
+    period_s: float = Field(60.0, gt=0, allow_inf_nan=False,
+                            description="virtual seconds between redraws of each client's state")
     classes: list[float] = Field([0.2, 0.5, 1.0], min_length=1, description="bandwidth multipliers of the "
                                                                             "throughput classes")
     stay: float = Field(0.8, ge=0, le=1, description="probability a client keeps its class into the next period")
-    jitter: float = Field(0.3, ge=0, description="lognormal sigma of the per-period compute-speed multiplier")
+    jitter: float = Field(0.3, ge=0, allow_inf_nan=False,
+                          description="lognormal sigma of the per-period compute-speed multiplier")
 
     @field_validator("classes")
     @classmethod

@@ -90,8 +90,8 @@ class CrashSpec(_Strict):
 class ChurnSpec(_Strict):
     """Poisson churn: each listed node fails at ``rate_per_node_per_s`` and stays down ~Exp(mean)."""
 
-    rate_per_node_per_s: float = Field(gt=0)
-    mean_downtime_s: float = Field(gt=0)
+    rate_per_node_per_s: float = Field(gt=0, allow_inf_nan=False)
+    mean_downtime_s: float = Field(gt=0, allow_inf_nan=False)
     nodes: list[str] | Literal["all"] = "all"
 
 

@@ -36,13 +36,14 @@ class LinkSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    latency_s: float = Field(0.01, ge=0, description="one-way propagation delay, seconds")
+    latency_s: float = Field(0.01, ge=0, allow_inf_nan=False, description="one-way propagation delay, seconds")
     bandwidth_bps: float = Field(1e8, gt=0, description="link rate, bits per second")
-    jitter_s: float = Field(0.0, ge=0, description="extra delay drawn uniformly from [0, jitter_s)")
+    jitter_s: float = Field(0.0, ge=0, allow_inf_nan=False,
+                            description="extra delay drawn uniformly from [0, jitter_s)")
     mtu: int = Field(1500, gt=0, description="packet size on the wire incl. headers, bytes")
     header_bytes: int = Field(DEFAULT_HEADER_BYTES, ge=0, description="per-packet header bytes")
     loss: dict[str, Any] | None = Field(None, description='e.g. {"model": "bernoulli", "p": 0.01}')
-    rto_s: float = Field(0.2, ge=0, description="retransmission timeout of reliable transfers")
+    rto_s: float = Field(0.2, ge=0, allow_inf_nan=False, description="retransmission timeout of reliable transfers")
 
     @field_validator("loss")
     @classmethod

@@ -7,12 +7,18 @@ call continues into the next. Models never own randomness: every draw uses the `
 Built-ins, registered in ``LOSS_MODELS``: ``none``, ``bernoulli``, ``gilbert_elliott`` and
 ``trace``. ``make_loss_model(spec)`` builds one from a config dict such as
 ``{"model": "gilbert_elliott", "loss": 0.05, "burst": 4}``.
+
+A bad parameter raises ``ConfigError`` keyed on its name in that dict (``p``, ``burst``, ``path``,
+``model``), so the config layer reports it as ``network.uplink_loss.p: ...``. Every value is
+checked (type, range, a readable trace file) when the model is built, which config validation
+does: nothing about a loss model is left to fail when a run is already going.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,10 +42,17 @@ LOSS_MODELS: Registry[type["LossModel"]] = Registry("loss_models")
 _SHORT = 32  # below this many packets the Gilbert–Elliott chain is stepped packet by packet
 
 
-def _check_prob(name: str, value: float) -> float:
-    value = float(value)
+def _number(key: str, what: str, value: Any) -> float:
+    """``value`` as a float; ConfigError at ``key`` unless it is a real number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(key, f"{what} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _check_prob(key: str, what: str, value: Any) -> float:
+    value = _number(key, what, value)
     if not 0.0 <= value <= 1.0:
-        raise UsageError(f"{name} must be a probability in [0, 1], got {value}")
+        raise ConfigError(key, f"{what} must be a probability in [0, 1], got {value}")
     return value
 
 
@@ -75,16 +88,15 @@ class LossModel(ABC):
 
 
 def _call_checked(factory: Any, params: dict[str, Any]) -> Any:
-    """Call ``factory(**params)``, rejecting unknown keys with the valid ones listed."""
+    """Call ``factory(**params)``, rejecting unknown and missing keys with the valid ones listed."""
     signature = inspect.signature(factory)
     valid = list(signature.parameters)
     for key in params:
         if key not in valid:
-            raise ConfigError(f"loss.{key}", "unknown parameter", valid)
-    try:
-        signature.bind(**params)
-    except TypeError as exc:
-        raise ConfigError("loss", f"missing parameter ({exc})", valid) from None
+            raise ConfigError(str(key), "unknown parameter of this loss model", valid)
+    for name, param in signature.parameters.items():
+        if param.default is inspect.Parameter.empty and name not in params:
+            raise ConfigError(name, "required parameter is missing", valid)
     return factory(**params)
 
 
@@ -111,7 +123,7 @@ class BernoulliLoss(LossModel):
     """Independent losses: each packet is lost with probability ``p``."""
 
     def __init__(self, p: float):
-        self.p = _check_prob("bernoulli p", p)
+        self.p = _check_prob("p", "bernoulli p", p)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.random(_check_count(n)) < self.p
@@ -140,30 +152,33 @@ class GilbertElliott(LossModel):
     """
 
     def __init__(self, p: float, r: float, h: float = 0.0, k: float = 1.0):
-        self.p = _check_prob("gilbert_elliott p (good→bad)", p)
-        self.r = _check_prob("gilbert_elliott r (bad→good)", r)
-        self.h = _check_prob("gilbert_elliott h (delivery prob. in bad state)", h)
-        self.k = _check_prob("gilbert_elliott k (delivery prob. in good state)", k)
+        self.p = _check_prob("p", "gilbert_elliott p (good→bad)", p)
+        self.r = _check_prob("r", "gilbert_elliott r (bad→good)", r)
+        self.h = _check_prob("h", "gilbert_elliott h (delivery prob. in bad state)", h)
+        self.k = _check_prob("k", "gilbert_elliott k (delivery prob. in good state)", k)
         if self.p + self.r == 0.0:
-            raise UsageError("gilbert_elliott needs p > 0 or r > 0; with both 0 the chain never moves")
+            raise ConfigError("p", "gilbert_elliott needs p > 0 or r > 0; with both 0 the chain never moves")
         self._bad: bool | None = None  # state of the last packet sampled; None = not started
 
     @classmethod
     def from_mean(cls, loss: float, burst: float) -> "GilbertElliott":
         """Simple Gilbert model with mean loss rate ``loss`` and mean burst length ``burst`` packets."""
-        loss = float(loss)
+        loss = _number("loss", "gilbert_elliott loss", loss)
         if not 0.0 <= loss < 1.0:
-            raise UsageError(f"gilbert_elliott loss must be in [0, 1), got {loss}")
-        if not burst >= 1.0:
-            raise UsageError(f"gilbert_elliott burst is a mean length in packets and must be >= 1, got {burst}")
-        r = 1.0 / float(burst)
+            raise ConfigError("loss", f"gilbert_elliott loss must be in [0, 1), got {loss}")
+        burst = _number("burst", "gilbert_elliott burst", burst)
+        if not 1.0 <= burst < math.inf:
+            raise ConfigError("burst", f"gilbert_elliott burst is a mean length in packets and must be >= 1 "
+                                       f"(and finite), got {burst}")
+        r = 1.0 / burst
         return cls(p=loss * r / (1.0 - loss), r=r)
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> "GilbertElliott":
         if "loss" in params or "burst" in params:
-            if any(key in params for key in ("p", "r", "h", "k")):
-                raise ConfigError("loss", "give either loss+burst or p, r[, h, k], not both", ["loss", "burst"])
+            both = [key for key in ("p", "r", "h", "k") if key in params]
+            if both:
+                raise ConfigError(both[0], "give either loss+burst or p, r[, h, k], not both", ["loss", "burst"])
             return _call_checked(cls.from_mean, params)
         return _call_checked(cls, params)
 
@@ -251,11 +266,11 @@ class TraceLoss(LossModel):
     """Replays a recorded loss pattern (True/1 = lost) cyclically, continuing across calls."""
 
     def __init__(self, pattern: Sequence[bool | int] | np.ndarray):
-        arr = np.asarray(pattern)
+        arr = _pattern_array(pattern)
         if arr.ndim != 1 or arr.size == 0:
-            raise UsageError("trace pattern must be a non-empty 1-D sequence of 0/1 or bools")
+            raise ConfigError("pattern", "trace pattern must be a non-empty 1-D sequence of 0/1 or bools")
         if not np.isin(arr, (0, 1)).all():
-            raise UsageError("trace pattern may only contain 0/1 or True/False (1 = lost)")
+            raise ConfigError("pattern", "trace pattern may only contain 0/1 or True/False (1 = lost)")
         self.pattern = arr.astype(bool)
         self.pattern.setflags(write=False)
         self._pos = 0
@@ -276,9 +291,16 @@ class TraceLoss(LossModel):
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> "TraceLoss":
-        if "path" in params:
+        """From config: ``path`` (a 0/1 text file, read now) or ``pattern``; a bad file is a ConfigError."""
+        if "path" not in params:
+            return _call_checked(cls, params)
+        path = params["path"]
+        if not isinstance(path, (str, Path)):
+            raise ConfigError("path", f"expected the path of a 0/1 text file, got {path!r} ({type(path).__name__})")
+        try:
             return _call_checked(cls.from_file, params)
-        return _call_checked(cls, params)
+        except DataError as exc:
+            raise ConfigError("path", str(exc)) from None
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n = _check_count(n)
@@ -297,6 +319,14 @@ class TraceLoss(LossModel):
         return f"TraceLoss(len={self.pattern.size}, mean_loss={self.mean_loss:.4g})"
 
 
+def _pattern_array(pattern: Any) -> np.ndarray:
+    """``pattern`` as an array; anything numpy cannot read as one (ragged, odd objects) is a ConfigError."""
+    try:
+        return np.asarray(pattern)
+    except (TypeError, ValueError):
+        raise ConfigError("pattern", "trace pattern must be a non-empty 1-D sequence of 0/1 or bools") from None
+
+
 def make_loss_model(spec: dict[str, Any] | None) -> LossModel:
     """Build a loss model from a config dict (``{"model": name, **params}``); None → no loss."""
     if spec is None:
@@ -304,9 +334,9 @@ def make_loss_model(spec: dict[str, Any] | None) -> LossModel:
     params = dict(spec)
     name = params.pop("model", None)
     if name is None:
-        raise ConfigError("loss.model", "missing: say which loss model to use", LOSS_MODELS.names())
-    if name not in LOSS_MODELS.names():
-        raise ConfigError("loss.model", f"unknown loss model {name!r}", LOSS_MODELS.names())
+        raise ConfigError("model", "missing: say which loss model to use", LOSS_MODELS.names())
+    if not isinstance(name, str) or name not in LOSS_MODELS.names():
+        raise ConfigError("model", f"unknown loss model {name!r}", LOSS_MODELS.names())
     factory = LOSS_MODELS.get(name)
     build = getattr(factory, "from_spec", None)
     return build(params) if build is not None else _call_checked(factory, params)

@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterable
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.host import Executor, NodeHost
 from meshlearn.node import Node
-from meshlearn.runtime.tcp import TcpTransport
+from meshlearn.runtime.tcp import WRITE_BUFFER_MAX, TcpTransport
 from meshlearn.runtime.udp import MAX_DATAGRAM_BYTES, UdpEndpoint
 from meshlearn.wire import FrameCodec, Message, Packet, TensorCodec, decode_payload, encode_payload
+from meshlearn.wire.keys import Keyring, node_key
 
 __all__ = ["AsyncioRuntime", "run_nodes", "STAT_KEYS", "MAX_DATAGRAM_BYTES"]
 
@@ -45,9 +46,11 @@ STAT_KEYS = (
     "frames_rejected_auth",  # bad or missing MAC, or a frame claiming another src than its connection's
     "frames_rejected_malformed",  # bad header, truncated frame, or a message that does not decode
     "frames_oversized",  # header declares more than max_frame_bytes (connection closed)
-    "handshakes_rejected",  # valid frame but not a hello for a node hosted here
+    "handshakes_rejected",  # not a hello for a node hosted here, a non-member, or no proof of the session key
     "messages_dropped_unreachable",  # no route, connect failed, or connect queue full
-    "datagrams_rejected",  # bad MAC, undecodable, or received by a runtime hosting several nodes
+    "messages_dropped_backpressure",  # the peer does not read: its socket buffer is full
+    "datagrams_rejected",  # bad MAC, undecodable, from a non-member, or received by a runtime hosting several nodes
+    "datagrams_replayed",  # authentic but seen before, older than the window, or of an older epoch
     "peer_errors",  # a node handler raised PeerError (it rejected a peer's input)
     "control_bytes",  # handshake frames, both directions, all nodes
 )
@@ -64,7 +67,8 @@ class AsyncioRuntime(NodeHost):
         *,
         listen: tuple[str, int] | None = None,
         peers: dict[str, tuple[str, int]] | None = None,
-        secret: bytes | None = None,
+        secret: bytes | Keyring | None = None,
+        members: Iterable[str] | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         executor: Executor | None = None,
@@ -75,6 +79,7 @@ class AsyncioRuntime(NodeHost):
         seed: int = 0,
         connect_retry_s: float = 1.0,
         handshake_timeout: float = 10.0,
+        write_buffer_max: int = WRITE_BUFFER_MAX,
         start_time: float = 0.0,
     ):
         if ssl_server is not None and listen is None:
@@ -86,13 +91,18 @@ class AsyncioRuntime(NodeHost):
         self.listen = None if listen is None else _address("listen", listen)
         self.peers = {str(k): _address(f"peers[{k!r}]", v) for k, v in (peers or {}).items()}  # live: add later
         self.codec = codec or TensorCodec()
-        self.frames = FrameCodec(secret, max_frame_bytes)
-        parser = FrameCodec(secret, 2**40)  # size limits are checked by the transports themselves
+        self.keys = Keyring.of(secret)
+        self.members = None if members is None else frozenset(map(str, members))
+        default = None if self.keys is None else _default_key(self.keys)
+        self.frames = FrameCodec(default, max_frame_bytes)
+        parser = FrameCodec(default, 2**40)  # size limits are checked by the transports themselves
         self.max_frame_bytes = max_frame_bytes
         self.tcp = TcpTransport(self, self.frames, parser, self.peers, max_frame_bytes=max_frame_bytes,
-                                ssl_server=ssl_server, ssl_client=ssl_client, connect_retry_s=connect_retry_s,
-                                handshake_timeout=handshake_timeout)
-        self.udp = UdpEndpoint(self, parser, self.peers, self._single_node)
+                                ssl_server=ssl_server, ssl_client=ssl_client, keys=self.keys, admits=self.admits,
+                                connect_retry_s=connect_retry_s, handshake_timeout=handshake_timeout,
+                                write_buffer_max=write_buffer_max)
+        self.udp = UdpEndpoint(self, parser, self.peers, self._single_node, frames=self.frames, keys=self.keys,
+                               admits=self.admits)
         self.address: tuple[str, int] | None = None  # the bound listen address, once started
         self.timed_out = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,6 +119,9 @@ class AsyncioRuntime(NodeHost):
         if self._ran:
             raise UsageError("add nodes before run(); this runtime is already running")
         self.frames.frame_size(node.node_id, 0)  # UsageError unless a valid frame source id
+        if self.keys is not None and not self.keys.speaks_as(node.node_id):
+            raise UsageError(f"this runtime's key is the credential of {self.keys.own[0]!r}; it cannot host "
+                             f"{node.node_id!r} (issue a key for that id with `meshlearn keys issue`)")
         super().add_node(node)
 
     @property
@@ -193,7 +206,7 @@ class AsyncioRuntime(NodeHost):
     # ----- messages -----------------------------------------------------------------------
     def _send(self, src: str, dst: str, msg: Message | Packet, reliable: bool) -> int:
         payload = encode_payload(msg, self.codec)
-        nbytes = self.frames.frame_size(src, len(payload))
+        nbytes = self.frames.frame_size(src, len(payload), datagram=not reliable)
         if not reliable and nbytes > MAX_DATAGRAM_BYTES:
             raise UsageError(f"a datagram frame of {nbytes} bytes exceeds {MAX_DATAGRAM_BYTES}; "
                              "send it reliably or split the tensors (meshlearn.net.packetizer)")
@@ -201,8 +214,7 @@ class AsyncioRuntime(NodeHost):
             self._states[src].ctx.tx_bytes += nbytes
             self._loop.call_soon(self.receive, dst, src, payload, nbytes, "frames_rejected_malformed")
             return nbytes
-        frame = self.frames.seal(src, payload)
-        return self.tcp.send(src, dst, frame) if reliable else self.udp.send(src, dst, frame)
+        return self.tcp.send(src, dst, payload) if reliable else self.udp.send(src, dst, payload)
 
     def receive(self, local: str, src: str, payload: bytes, nbytes: int, reject_counter: str) -> None:
         """A frame for `local` passed its checks: count it, decode it, deliver it."""
@@ -247,6 +259,10 @@ class AsyncioRuntime(NodeHost):
     def is_hosted(self, node_id: str) -> bool:
         return node_id in self._states
 
+    def admits(self, remote: str) -> bool:
+        """Whether ``remote`` may connect or send datagrams (``members``; None admits any key holder)."""
+        return self.members is None or remote in self.members
+
     def _single_node(self) -> str | None:
         return next(iter(self._states)) if len(self._states) == 1 else None
 
@@ -257,6 +273,12 @@ class AsyncioRuntime(NodeHost):
         self.stats["control_bytes"] += nbytes
         if node_id is not None:
             self._states[node_id].ctx.control_bytes += nbytes
+
+
+def _default_key(keys: Keyring) -> bytes:
+    """What frames are sealed with when no per-remote key is given (every socket path gives one);
+    for an issuer it is a key no member holds, so a frame sealed with it by mistake is rejected."""
+    return keys.shared or (keys.own[1] if keys.own else node_key(keys.issuer, "\x00issuer"))
 
 
 def _address(what: str, value: Any) -> tuple[str, int]:

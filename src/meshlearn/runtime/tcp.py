@@ -1,26 +1,26 @@
 """Reliable messages over TCP: one connection per (local node, remote node) pair.
 
-Wire protocol (every unit is a :class:`~meshlearn.wire.FrameCodec` frame)::
-
-    connector                                   listener
-    ── seal(local, rt.hello {dst, nonce}) ──►   checks MAC, that dst is hosted here
-    ◄── seal(dst, rt.welcome {nonce})     ──    binds route (dst, local) -> this connection
-    ◄─────── seal(src, encode_message(msg)) ───►   both directions, until either side closes
-
-The welcome echoes the connector's nonce, so the connector knows the listener holds the
-cluster secret and really accepted (a rejected hello just sees the connection close).
-Handshake frames are counted as control bytes, never as a node's tx/rx bytes.
+Every unit is a :class:`~meshlearn.wire.FrameCodec` frame. A connection starts with the
+three-frame handshake of ``handshake.py`` (hello, welcome, ready): nonces from both sides, a
+per-session key per direction, and frames MAC'd with a sequence number the wire does not carry.
+The listener binds a route to the connector only once the connector proved the key for *this*
+session, so a recorded handshake replayed on a new socket is rejected and the honest route kept.
+Handshake frames are counted as control bytes, never as a node's tx/rx bytes. ``admits(id)``
+says which remote ids may connect at all (the deployment's members); others are rejected.
 
 What a peer gets wrong never crashes the runtime; it is counted in ``stats`` and logged:
 
-* a malformed or oversized frame header, a truncated frame, a failed MAC, or a frame whose
-  ``src`` differs from the one the handshake bound: the stream can no longer be trusted, so
-  that connection is closed (others keep being served);
+* a malformed or oversized frame header, a truncated frame, a failed MAC (wrong key, tampered,
+  replayed or reordered frame), or a frame whose ``src`` differs from the one the handshake
+  bound: the stream can no longer be trusted, so that connection is closed (others are served);
 * a frame that opens fine but whose message does not decode: that message is dropped and the
-  connection kept (the runtime's ``receive`` does this).
+  connection kept (the runtime's ``receive`` does this);
+* a peer that does not read: once ``write_buffer_max`` bytes wait in its socket buffer, further
+  messages to it are dropped and counted (``messages_dropped_backpressure``), so a stalled
+  reader costs this process a bounded amount of memory.
 
 Outbound connections are made lazily on the first send to a node in ``peers``. While a
-connect attempt is in flight up to ``queue_max`` frames wait for it; when the attempt fails
+connect attempt is in flight up to ``queue_max`` messages wait for it; when the attempt fails
 they are dropped, later sends are dropped until the next attempt, and the transport retries
 every ``connect_retry_s`` for as long as something is being sent. Nothing queues without
 bound. When a connection closes its route is removed.
@@ -31,20 +31,19 @@ This module owns sockets only; decoding lives in ``aio.py``, nodes and counters 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import ssl
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from meshlearn.errors import AuthError, PeerError, ProtocolError
-from meshlearn.wire import HEADER_SIZE, MAC_SIZE, FrameCodec, Message, decode_message, encode_message
+from meshlearn.runtime import handshake as hs
+from meshlearn.wire import HEADER_SIZE, MAC_SIZE, FrameCodec
+from meshlearn.wire.keys import Keyring
 
-__all__ = ["TcpTransport", "Host", "read_frame", "FrameTooLarge", "HELLO", "WELCOME"]
+__all__ = ["TcpTransport", "Host", "read_raw", "FrameTooLarge", "WRITE_BUFFER_MAX"]
 
-HELLO, WELCOME = "rt.hello", "rt.welcome"
-HELLO_MAX_BYTES = 4096  # a handshake frame is ~150 bytes; unauthenticated peers get no more
-_UNLIMITED = 2**40
+WRITE_BUFFER_MAX = 64 * 2**20  # bytes waiting for one slow reader before messages to it are dropped
 _NET_ERRORS = (ConnectionError, OSError, ssl.SSLError, asyncio.IncompleteReadError)
 
 
@@ -63,11 +62,11 @@ class FrameTooLarge(ProtocolError):
     """A frame header declares more bytes than this runtime accepts."""
 
 
-async def read_frame(reader: asyncio.StreamReader, parser: FrameCodec, limit: int) -> tuple[int, str, bytes]:
-    """Read one frame; returns ``(frame bytes, src, payload)``.
+async def read_raw(reader: asyncio.StreamReader, parser: FrameCodec, limit: int) -> bytes:
+    """Read one whole frame, unchecked beyond its header (the caller opens it with its key).
 
     Raises ``IncompleteReadError`` at end of stream, :class:`FrameTooLarge` before reading an
-    oversized body, ``ProtocolError``/``AuthError`` for a bad header or MAC. ``parser`` must not
+    oversized body, ``ProtocolError``/``AuthError`` for a bad header. ``parser`` must not
     limit sizes itself (``limit`` does), so oversized frames are told apart from malformed ones.
     """
     head = await reader.readexactly(HEADER_SIZE)
@@ -75,9 +74,7 @@ async def read_frame(reader: asyncio.StreamReader, parser: FrameCodec, limit: in
     size = HEADER_SIZE + src_len + body_len + (MAC_SIZE if has_mac else 0)
     if size > limit:
         raise FrameTooLarge(f"frame header declares {size} bytes, over the limit of {limit}")
-    frame = head + await reader.readexactly(size - HEADER_SIZE)
-    src, payload = parser.open(frame)
-    return size, src, payload
+    return head + await reader.readexactly(size - HEADER_SIZE)
 
 
 @dataclass(eq=False)
@@ -89,6 +86,7 @@ class _Link:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     outbound: bool
+    session: hs.Session
     task: asyncio.Task | None = None
 
 
@@ -116,11 +114,15 @@ class TcpTransport:
         max_frame_bytes: int,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
+        keys: Keyring | None = None,
+        admits: Callable[[str], bool] = lambda remote: True,
         connect_retry_s: float = 1.0,
         handshake_timeout: float = 10.0,
         queue_max: int = 16,
+        write_buffer_max: int = WRITE_BUFFER_MAX,
     ):
         self.host, self.frames, self.parser, self.peers = host, frames, parser, peers
+        self.keys, self.admits, self.write_buffer_max = keys, admits, write_buffer_max
         self.max_frame_bytes = max_frame_bytes
         self.ssl_server, self.ssl_client = ssl_server, ssl_client
         self.connect_retry_s, self.handshake_timeout, self.queue_max = connect_retry_s, handshake_timeout, queue_max
@@ -155,32 +157,63 @@ class TcpTransport:
     async def _handshake_in(self, reader, writer) -> _Link | None:
         where = _peername(writer)
         try:
-            nbytes, src, payload = await asyncio.wait_for(
-                read_frame(reader, self.parser, HELLO_MAX_BYTES), self.handshake_timeout)
-            msg = decode_message(payload, max_bytes=HELLO_MAX_BYTES)
+            frame = await asyncio.wait_for(read_raw(reader, self.parser, hs.HELLO_MAX_BYTES), self.handshake_timeout)
+            src, payload = self.parser.open(frame, key=self._key_for)
         except (asyncio.TimeoutError, *_NET_ERRORS) as exc:
             self.host.log(None, "info", f"connection from {where} closed before its handshake: {_why(exc)}")
             return None
         except PeerError as exc:
             self.host.report(_counter(exc), None, f"rejected handshake from {where}: {exc}")
             return None
-        dst, nonce = msg.meta.get("dst"), msg.meta.get("nonce")
-        if msg.kind != HELLO or not isinstance(dst, str) or not _valid_nonce(nonce):
-            why = f"expected {HELLO} with dst and nonce, got {msg!r}"
-        elif not self.host.is_hosted(dst):
-            why = f"it asks for node {dst!r}, which is not hosted here"
-        elif self.host.is_hosted(src):
-            why = f"it claims to be {src!r}, a node hosted here"
-        else:
-            welcome = self.frames.seal(dst, encode_message(Message(WELCOME, {"nonce": nonce})))
-            writer.write(welcome)
-            self.host.control(dst, nbytes + len(welcome))
-            link = _Link(dst, src, reader, writer, outbound=False)
-            self._bind(link)
-            return link
-        self.host.control(None, nbytes)
-        self.host.report("handshakes_rejected", None, f"rejected handshake from {src!r} at {where}: {why}")
+        try:
+            dst, nonce = hs.parse_hello(payload)
+            why = self._refusal(src, dst)
+        except ProtocolError as exc:
+            why = str(exc)
+        if why is not None:
+            self.host.control(None, len(frame))
+            self.host.report("handshakes_rejected", None, f"rejected handshake from {src!r} at {where}: {why}")
+            return None
+        self.host.control(dst, len(frame))
+        return await self._finish_in(reader, writer, src, dst, nonce)
+
+    def _refusal(self, src: str, dst: str) -> str | None:
+        if not self.host.is_hosted(dst):
+            return f"it asks for node {dst!r}, which is not hosted here"
+        if self.host.is_hosted(src):
+            return f"it claims to be {src!r}, a node hosted here"
+        if not self.admits(src):
+            return f"{src!r} is not a member of this deployment"
         return None
+
+    async def _finish_in(self, reader, writer, src: str, dst: str, nonce: str) -> _Link | None:
+        """Welcome the connector; bind its route once it proved this session's key (ready)."""
+        ours = hs.new_nonce()
+        key = self._key_for(src)
+        session = hs.Session.derive(key, nonce, ours, src, dst, side="listener")
+        reply = hs.welcome(self.frames, key, dst, nonce, ours)
+        writer.write(reply)
+        self.host.control(dst, len(reply))
+        try:
+            frame = await asyncio.wait_for(read_raw(reader, self.parser, hs.HELLO_MAX_BYTES), self.handshake_timeout)
+            got, payload = session.open(self.parser, frame)
+            if got != src:
+                raise AuthError(f"the ready frame claims src {got!r}")
+            hs.check_ready(payload)
+        except (asyncio.TimeoutError, *_NET_ERRORS) as exc:
+            self.host.log(dst, "info", f"{src!r} ({_peername(writer)}) left during the handshake: {_why(exc)}")
+            return None
+        except PeerError as exc:
+            self.host.report("handshakes_rejected", dst, f"rejected handshake from {src!r} at {_peername(writer)}: "
+                             f"it did not prove this session's key (a replayed handshake?): {exc}")
+            return None
+        self.host.control(dst, len(frame))
+        link = _Link(dst, src, reader, writer, outbound=False, session=session)
+        self._bind(link)
+        return link
+
+    def _key_for(self, remote: str) -> bytes | None:
+        return None if self.keys is None else self.keys.key_for(remote)
 
     # ----- connecting ---------------------------------------------------------------------
     def _start_dial(self, key: tuple[str, str]) -> _Dial:
@@ -203,8 +236,8 @@ class TcpTransport:
                 dial.attempting = False
                 dial.settled.set()
                 if link is not None:
-                    for frame in dial.queue:
-                        self._write(link, frame)
+                    for payload in dial.queue:
+                        self._write(link, payload)
                     return
                 lost = len(dial.queue)
                 dial.queue.clear()
@@ -226,30 +259,36 @@ class TcpTransport:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(addr[0], addr[1], ssl=self.ssl_client), self.handshake_timeout)
         try:
-            nonce = secrets.token_hex(16)
-            hello = self.frames.seal(local, encode_message(Message(HELLO, {"dst": remote, "nonce": nonce})))
-            writer.write(hello)
-            self.host.control(local, len(hello))
-            try:
-                nbytes, src, payload = await asyncio.wait_for(
-                    read_frame(reader, self.parser, HELLO_MAX_BYTES), self.handshake_timeout)
-            except asyncio.IncompleteReadError:
-                raise ConnectionError("the listener closed the connection during the handshake "
-                                      "(different secret, or the node id is not hosted there?)") from None
-            except PeerError as exc:
-                self.host.report(_counter(exc), local, f"bad handshake reply from {remote!r}: {exc}")
-                raise
-            self.host.control(local, nbytes)
-            msg = decode_message(payload, max_bytes=HELLO_MAX_BYTES)
-            if msg.kind != WELCOME or src != remote or msg.meta.get("nonce") != nonce:
-                raise ProtocolError(f"expected {WELCOME} from {remote!r} echoing our nonce, got {msg.kind!r} from {src!r}")
+            session = await self._handshake_out(reader, writer, local, remote)
         except BaseException:
             writer.close()
             raise
-        link = _Link(local, remote, reader, writer, outbound=True)
+        link = _Link(local, remote, reader, writer, outbound=True, session=session)
         self._bind(link)
         link.task = asyncio.get_running_loop().create_task(self._read_loop(link))
         return link
+
+    async def _handshake_out(self, reader, writer, local: str, remote: str) -> hs.Session:
+        nonce, key = hs.new_nonce(), self._key_for(remote)
+        first = hs.hello(self.frames, key, local, remote, nonce)
+        writer.write(first)
+        self.host.control(local, len(first))
+        try:
+            frame = await asyncio.wait_for(read_raw(reader, self.parser, hs.HELLO_MAX_BYTES), self.handshake_timeout)
+            src, payload = self.parser.open(frame, key=key)
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("the listener closed the connection during the handshake (different secret "
+                                  "or key, this id not a member there, or the node id is not hosted there?)") from None
+        except PeerError as exc:
+            self.host.report(_counter(exc), local, f"bad handshake reply from {remote!r}: {exc}")
+            raise
+        self.host.control(local, len(frame))
+        theirs = hs.parse_welcome(payload, src, remote, nonce)
+        session = hs.Session.derive(key, nonce, theirs, local, remote, side="connector")
+        last = hs.ready(self.frames, session, local)
+        writer.write(last)
+        self.host.control(local, len(last))
+        return session
 
     # ----- routes, reading, writing -------------------------------------------------------
     def _bind(self, link: _Link) -> None:
@@ -266,7 +305,9 @@ class TcpTransport:
         where = f"{link.remote!r} ({_peername(link.writer)})"
         try:
             while True:
-                nbytes, src, payload = await read_frame(link.reader, self.parser, self.max_frame_bytes)
+                frame = await read_raw(link.reader, self.parser, self.max_frame_bytes)
+                src, payload = link.session.open(self.parser, frame)
+                nbytes = len(frame)
                 if src != link.remote:
                     self.host.report("frames_rejected_auth", link.local,
                                      f"closed connection from {where}: a frame claims src {src!r}")
@@ -283,28 +324,34 @@ class TcpTransport:
             self._unbind(link)
             link.writer.close()
 
-    def _write(self, link: _Link, frame: bytes) -> bool:
-        if link.writer.is_closing():
-            return False
+    def _write(self, link: _Link, payload: bytes) -> int:
+        """Seal and write ``payload``; 0 (dropped, counted) while the peer is not reading."""
+        buffered = link.writer.transport.get_write_buffer_size()
+        if buffered >= self.write_buffer_max:
+            self.host.report("messages_dropped_backpressure", link.local,
+                             f"dropped a message to {link.remote!r}: {buffered} bytes wait unread in its socket "
+                             f"(limit {self.write_buffer_max}); the peer is not reading")
+            return 0
+        frame = link.session.seal(self.frames, link.local, payload)
         link.writer.write(frame)
         self.host.written(link.local, len(frame))
-        return True
+        return len(frame)
 
-    def send(self, src: str, dst: str, frame: bytes) -> int:
-        """Write, queue (connect in flight) or drop ``frame``; returns the bytes accepted."""
+    def send(self, src: str, dst: str, payload: bytes) -> int:
+        """Write, queue (connect in flight) or drop the frame of ``payload``; returns the bytes accepted."""
         if self._closing:
             return 0
         link = self.routes.get((src, dst))
-        if link is not None and self._write(link, frame):
-            return len(frame)
+        if link is not None and not link.writer.is_closing():
+            return self._write(link, payload)
         if dst not in self.peers:
             self.host.report("messages_dropped_unreachable", src,
                              f"dropped a message to {dst!r}: no connection and its address is not in peers")
             return 0
         dial = self.dials.get((src, dst)) or self._start_dial((src, dst))
         if dial.attempting and len(dial.queue) < self.queue_max:
-            dial.queue.append(frame)
-            return len(frame)
+            dial.queue.append(payload)
+            return self.frames.frame_size(src, len(payload))
         dial.wanted = True
         why = "connect queue full" if dial.attempting else "not connected, retry pending"
         self.host.report("messages_dropped_unreachable", src, f"dropped a message to {dst!r}: {why}")
@@ -354,10 +401,6 @@ def _counter(exc: PeerError) -> str:
     if isinstance(exc, FrameTooLarge):
         return "frames_oversized"
     return "frames_rejected_auth" if isinstance(exc, AuthError) else "frames_rejected_malformed"
-
-
-def _valid_nonce(nonce: object) -> bool:
-    return isinstance(nonce, str) and 16 <= len(nonce) <= 128
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:

@@ -73,7 +73,7 @@ class Simulator(NodeHost):
         self.stop_on = None if stop_on is None else set(stop_on)  # None: any node's stop() ends the run
         self.stopped = False
         self.dropped_messages = 0
-        self._overhead: dict[str, int] = {}
+        self._overhead: dict[tuple[str, bool], int] = {}
         self._started = False
 
     @property
@@ -106,10 +106,10 @@ class Simulator(NodeHost):
         if dst not in self._states:
             return 0
         if isinstance(msg, Packet):  # immutable: the receiver gets the object, sizes are exact
-            payload, nbytes = msg, self._frame_overhead(src) + msg.wire_size
+            payload, nbytes = msg, self._frame_overhead(src, reliable) + msg.wire_size
         else:
             payload = encode_message(msg, self.codec)
-            nbytes = self.frames.frame_size(src, len(payload))
+            nbytes = self.frames.frame_size(src, len(payload), datagram=not reliable)
         self._states[src].ctx.tx_bytes += nbytes
         now = self.loop.now
         if reliable:
@@ -125,11 +125,11 @@ class Simulator(NodeHost):
             self.loop.call_at(arrival, self._deliver, (src, dst, payload, nbytes))
         return nbytes
 
-    def _frame_overhead(self, src: str) -> int:
+    def _frame_overhead(self, src: str, reliable: bool) -> int:
         """Frame bytes around a payload from ``src`` (cached: packets are sent by the million)."""
-        size = self._overhead.get(src)
+        size = self._overhead.get((src, reliable))
         if size is None:
-            size = self._overhead[src] = self.frames.frame_size(src, 0)
+            size = self._overhead[(src, reliable)] = self.frames.frame_size(src, 0, datagram=not reliable)
         return size
 
     def _deliver(self, item: tuple) -> None:

@@ -25,7 +25,15 @@ packets have arrived, or when all have. It reconstructs with zero-fill (``spec.r
 runs ``tail_fn`` and replies with one unreliable ``SplitReply``. Packets of an answered sample are
 counted as late and ignored for ``forget_s`` seconds. Bad input is counted in ``stats`` and
 dropped, never raised: a chunk with another spec digest (``spec_mismatch``) or one that does not
-decode against this spec (``rejected``).
+decode against this spec (``rejected``); log lines about them are rate-limited.
+
+**Settings that differ** between head and tail cannot work, so neither side stays silent about
+them: the tail answers a chunk with another digest with its own settings (``SplitSettings``, at
+most once per head per ``notice_s``; ``stats["settings_sent"]``), and the head, on receiving
+settings other than its own, records a :class:`HeadFailure` naming each differing setting with
+both values and stops. With ``give_up_unheard`` the head also stops at the first reply timeout if
+nothing at all ever came back from the tail (``HeadFailure("no_reply")``): a wrong address, another
+secret or a tail that is not running, rather than 200 silent misses.
 
 Windowing: the head keeps up to ``window`` samples in flight (1 = strictly one after another).
 """
@@ -35,17 +43,18 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from meshlearn.errors import ProtocolError, UsageError
 from meshlearn.net.loss import GilbertElliott
 from meshlearn.node import Context, Node
+from meshlearn.ratelimit import RateLimit
 from meshlearn.split.channel import ChannelSpec, decode_packet, encode_packets, reconstruct
-from meshlearn.split.packets import SplitReply, TensorChunk, spec_digest
+from meshlearn.split.packets import SplitReply, SplitSettings, TensorChunk, shared_settings, spec_digest
 
-__all__ = ["SplitHead", "SplitTail", "SampleResult", "injected_losses"]
+__all__ = ["SplitHead", "SplitTail", "SampleResult", "HeadFailure", "setting_differences", "injected_losses"]
 
 _TAG_MASK = 0xFFFFFFFF
 HeadFn = Callable[[np.ndarray], np.ndarray]
@@ -64,6 +73,33 @@ def injected_losses(seed: int, sample: int, packets: int, loss: float, burst: fl
     if burst is None:
         return rng.random(packets) < loss
     return GilbertElliott.from_mean(loss, burst).sample(packets, rng)
+
+
+_SETTING_NAMES = {"per": "elements_per_packet"}  # shared_settings keys as the ChannelSpec calls them
+
+
+def setting_differences(device: dict[str, Any], server: dict[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
+    """``(setting, device value, server value)`` for each shared setting that differs, sorted by name."""
+    out = [(_SETTING_NAMES.get(key, key), device.get(key), server.get(key))
+           for key in set(device) | set(server) if device.get(key) != server.get(key)]
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class HeadFailure:
+    """Why a head gave up: the tail's channel settings differ, or nothing ever came back from it."""
+
+    reason: Literal["spec_mismatch", "no_reply"]
+    differences: tuple[tuple[str, Any, Any], ...] = ()  # (setting, this device's value, the server's)
+
+    def __str__(self) -> str:
+        if self.reason == "no_reply":
+            return "no reply came from the server"
+        if not self.differences:
+            return ("split channel settings differ from the server's (other digests, same values): are both "
+                    "ends the same meshlearn version?")
+        listed = ", ".join(f"{key} (device {mine}, server {theirs})" for key, mine, theirs in self.differences)
+        return f"split channel settings differ from the server's: {listed}"
 
 
 @dataclass(frozen=True)
@@ -88,12 +124,14 @@ class SplitHead(Node):
     """Runs ``head_fn`` on each sample, sends its cut tensor to ``tail``, records the answers.
 
     Stops (``ctx.stop()``) when every sample was answered or timed out; ``summary()`` then holds
-    accuracy, bytes and latency, and ``results`` one :class:`SampleResult` per sample.
+    accuracy, bytes and latency, and ``results`` one :class:`SampleResult` per sample. Stops early,
+    with ``failure`` set, when the tail's settings differ or (``give_up_unheard``) it never answers.
     """
 
     def __init__(self, node_id: str, tail: str, head_fn: HeadFn, samples: Sequence[np.ndarray],
                  labels: Sequence[int], spec: ChannelSpec, *, loss: float = 0.0, burst: float | None = None,
-                 seed: int = 0, reply_timeout_s: float = 1.0, window: int = 1, run: int = 0):
+                 seed: int = 0, reply_timeout_s: float = 1.0, window: int = 1, run: int = 0,
+                 give_up_unheard: bool = False):
         super().__init__(node_id)
         if len(samples) != len(labels) or not len(samples):
             raise UsageError(f"need as many labels as samples (at least one), got {len(samples)} and {len(labels)}")
@@ -113,6 +151,9 @@ class SplitHead(Node):
             raise UsageError(f"run must fit in 32 bits, got {run}")
         self.run = int(run)  # sample i travels as tag (run + i) mod 2**32: a restarted head is new to the tail
         self.results: dict[int, SampleResult] = {}
+        self.give_up_unheard = bool(give_up_unheard)
+        self.failure: HeadFailure | None = None
+        self._heard = False  # anything at all came back from the tail
         self._flight: dict[int, tuple[float, int, int, int]] = {}  # sample -> (start, packets, sent, bytes)
         self._next = 0
 
@@ -121,7 +162,11 @@ class SplitHead(Node):
         self._fill(ctx)
 
     def on_message(self, ctx: Context, src: str, msg: Any) -> None:
-        if src != self.tail or not isinstance(msg, SplitReply):
+        if src != self.tail or not isinstance(msg, (SplitReply, SplitSettings)):
+            return
+        self._heard = True
+        if isinstance(msg, SplitSettings):
+            self._tail_settings(ctx, msg)
             return
         i = (msg.sample - self.run) & _TAG_MASK
         if i not in self._flight:
@@ -136,9 +181,26 @@ class SplitHead(Node):
         if kind == "reply" and int(arg) in self._flight:
             sample = int(arg)
             _, packets, sent, nbytes = self._flight.pop(sample)
-            self._finish(ctx, SampleResult(sample, self.labels[sample], -1, packets, sent, 0, nbytes, math.nan))
+            result = SampleResult(sample, self.labels[sample], -1, packets, sent, 0, nbytes, math.nan)
+            if self.give_up_unheard and not self._heard:
+                self.results[sample] = result
+                self._give_up(ctx, HeadFailure("no_reply"))
+                return
+            self._finish(ctx, result)
         elif kind == "fill":
             self._fill(ctx)
+
+    def _tail_settings(self, ctx: Context, msg: SplitSettings) -> None:
+        """The tail says its settings: if they are not ours, nothing this head sends can be used."""
+        if msg.spec == self.digest:
+            return  # our own settings: nothing differs (a stray or replayed copy)
+        self._give_up(ctx, HeadFailure("spec_mismatch", setting_differences(shared_settings(self.spec),
+                                                                            msg.settings)))
+
+    def _give_up(self, ctx: Context, failure: HeadFailure) -> None:
+        self.failure = failure
+        ctx.log(f"giving up: {failure}", level="warning")
+        ctx.stop()
 
     # ----- sending ------------------------------------------------------------------------
     def _fill(self, ctx: Context) -> None:
@@ -208,7 +270,7 @@ class SplitTail(Node):
     """Collects each sample's chunks until its cut, runs ``tail_fn``, replies with the class."""
 
     def __init__(self, node_id: str, tail_fn: TailFn, cut_shape: Sequence[int], spec: ChannelSpec, *,
-                 forget_s: float | None = None):
+                 forget_s: float | None = None, notice_s: float = 1.0):
         super().__init__(node_id)
         if spec.deadline_s is None:
             raise UsageError("a real receiver needs a deadline: set ChannelSpec(deadline_s=...), e.g. 0.05 on a LAN")
@@ -217,7 +279,10 @@ class SplitTail(Node):
         self.n = int(np.prod(self.cut_shape, dtype=np.int64))
         self.forget_s = float(forget_s) if forget_s is not None else max(1.0, 10 * spec.deadline_s)
         self.stats: Counter = Counter({k: 0 for k in ("samples", "packets", "late", "duplicates",
-                                                       "spec_mismatch", "rejected")})
+                                                       "spec_mismatch", "rejected", "settings_sent")})
+        self._settings = SplitSettings.of(spec)
+        self._notices = RateLimit(burst=1, period_s=notice_s)  # settings sent: one per head per notice_s
+        self._log_limit = RateLimit()  # log lines about dropped chunks, per counter
         self._pending: dict[tuple[str, int], dict[int, bytes]] = {}
         self._answered: dict[tuple[str, int], float] = {}  # -> when; late chunks are ignored until forget_s
 
@@ -227,6 +292,9 @@ class SplitTail(Node):
         if msg.spec != self.digest:
             self._reject(ctx, "spec_mismatch", src, f"chunk with spec digest {msg.spec:#010x}, this tail's is "
                          f"{self.digest:#010x}: run head and tail with the same channel options")
+            if self._notices.admit(src, ctx.now) is not None:
+                ctx.send(src, self._settings, reliable=False)
+                self.stats["settings_sent"] += 1
             return
         try:
             decode_packet(msg.body, self.spec, self.n)
@@ -277,6 +345,7 @@ class SplitTail(Node):
 
     def _reject(self, ctx: Context, counter: str, src: str, text: str) -> None:
         self.stats[counter] += 1
-        if self.stats[counter] <= 10:  # log the first few, count them all
-            ctx.log(f"dropped a chunk from {src!r}: {text}", level="warning")
+        admitted = self._log_limit.admit(counter, ctx.now)  # log a few, then a summary now and then; count all
+        if admitted is not None:
+            ctx.log(f"dropped a chunk from {src!r}: {text}{admitted.suffix(counter)}", level="warning")
 

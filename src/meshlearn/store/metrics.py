@@ -10,14 +10,23 @@ carry the node id. Writes are buffered in memory and committed by an explicit
 can log freely and flush once per round. Readers in other processes (the UI, a
 report command) open the same file with ``readonly=True`` while the writer runs.
 NaN values are stored as NULL by SQLite and read back as ``nan``.
+
+Damage is a ``StoreError`` saying what to do, never a raw ``sqlite3`` error: a garbage or truncated
+file, a full disk, a lock. A writer opening an existing file checks it first (``PRAGMA quick_check``),
+so a resume never writes into a damaged database. Readers are query-only; where the run directory is
+read-only (a read-only mount) they open ``mode=ro``, and ``immutable=1`` where SQLite cannot create the
+WAL index there (announced when rows a killed writer left in ``-wal`` cannot be seen that way).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +49,8 @@ CREATE INDEX IF NOT EXISTS metrics_key_round ON metrics (key, round);
 _INSERT = "INSERT INTO metrics (t_sim, t_wall, round, node, key, value) VALUES (?, ?, ?, ?, ?, ?)"
 _COLUMNS = ("key", "value", "round", "node", "t_sim", "t_wall")
 _AUTO_FLUSH_ROWS = 100_000  # bound memory if a caller never flushes
+_log = logging.getLogger("meshlearn.store")
+_warned_wal: set[str] = set()  # read-only mounts whose unseen -wal rows were announced (once per process)
 
 
 class MetricRow(NamedTuple):
@@ -68,16 +79,63 @@ class MetricsDB:
         self._conn = self._connect(timeout)
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
-        if self.readonly and not self.path.is_file():
-            raise StoreError(f"no metrics database at {self.path}; has the run logged anything yet?")
-        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         if self.readonly:
-            conn.execute("PRAGMA query_only = ON")
-            return conn
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
+            return self._connect_reader(timeout)
+        existed = self.path.is_file() and self.path.stat().st_size > 0
+        with self._errors("open"):
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            try:
+                if existed:
+                    _check_integrity(conn)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
         return conn
+
+    def _connect_reader(self, timeout: float) -> sqlite3.Connection:
+        """A query-only connection; ``mode=ro`` (then ``immutable=1``) where the directory is read-only."""
+        if not self.path.is_file():
+            raise StoreError(f"no metrics database at {self.path}; has the run logged anything yet?")
+        with self._errors("read"):
+            if os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK):
+                conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+                conn.execute("PRAGMA query_only = ON")
+                return _probe(conn)
+            uri = self.path.resolve().as_uri()
+            try:  # works where the WAL index exists or can be made
+                return _probe(sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None))
+            except sqlite3.OperationalError as exc:
+                if "unable to open" not in str(exc):
+                    raise
+            conn = _probe(sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None))
+            has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'metrics'").fetchone() is not None
+        self._announce_unseen_wal(conn, has_table)
+        return conn
+
+    def _announce_unseen_wal(self, conn: sqlite3.Connection, has_table: bool) -> None:
+        """On a read-only mount without a WAL index, rows still in ``-wal`` cannot be read: say so."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not wal.is_file() or wal.stat().st_size == 0:
+            return
+        where = (f"rows still in {wal.name} (the writer was killed before moving them into {self.path.name}) "
+                 "cannot be read on this read-only filesystem; copy the run directory somewhere writable")
+        if not has_table:
+            conn.close()
+            raise StoreError(f"{self.path}: all its {where} to read them")
+        if str(wal) not in _warned_wal:
+            _warned_wal.add(str(wal))
+            _log.warning("%s: %s to see them", self.path, where)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn SQLite errors into a StoreError naming the file and what to do about it."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(_explain(self.path, action, exc)) from None
 
     # ------------------------------------------------------------------ writing
 
@@ -114,7 +172,7 @@ class MetricsDB:
         """Commit buffered rows in one transaction; returns how many were written."""
         if not self._buffer:
             return 0
-        with self._transaction():  # on failure the rows stay buffered for a retry
+        with self._errors("write"), self._transaction():  # on failure the rows stay buffered for a retry
             self._conn.executemany(_INSERT, self._buffer)
         count, self._buffer = len(self._buffer), []
         return count
@@ -122,7 +180,7 @@ class MetricsDB:
     def delete_after_round(self, round: int) -> int:
         """Drop rows with ``round > round`` (a partial round before a resume); returns the count."""
         self.flush()
-        with self._transaction():
+        with self._errors("write"), self._transaction():
             cursor = self._conn.execute("DELETE FROM metrics WHERE round > ?", (round,))
         return cursor.rowcount
 
@@ -139,11 +197,12 @@ class MetricsDB:
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if not self.readonly:
             self.flush()  # read your own writes
-        return self._conn.execute(sql, params).fetchall()
+        with self._errors("read"):
+            return self._conn.execute(sql, params).fetchall()
 
     @property
     def journal_mode(self) -> str:
-        return str(self._conn.execute("PRAGMA journal_mode").fetchone()[0])
+        return str(self._query("PRAGMA journal_mode")[0][0])
 
     def rows(self, key: str | None = None, round: int | None = None, node: str | None = None) -> list[MetricRow]:
         """Stored rows in insertion order, optionally filtered by key, round and node."""
@@ -185,13 +244,19 @@ class MetricsDB:
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Flush (when writable) and close the connection; safe to call twice."""
+        """Flush (when writable) and close the connection; safe to call twice.
+
+        The connection is closed even when the last flush fails (a full disk): that StoreError is raised
+        after closing, and the rows it could not write are dropped."""
         if self._conn is None:
             return
-        if not self.readonly:
-            self.flush()
-        self._conn.close()
-        self._conn = None  # type: ignore[assignment]
+        try:
+            if not self.readonly:
+                self.flush()
+        finally:
+            self._buffer = []
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
 
     def __enter__(self) -> MetricsDB:
         return self
@@ -214,7 +279,46 @@ class _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self.conn.execute("COMMIT")
+            return
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
+            self.conn.execute("ROLLBACK")
+
+
+def _probe(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Read the schema once, so that an unreadable file fails here rather than at the first query."""
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_integrity(conn: sqlite3.Connection) -> None:
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({problems[0]})")
+
+
+def _explain(path: Path, action: str, exc: sqlite3.Error) -> str:
+    """One line: what is wrong with the metrics file and how to fix it."""
+    text = str(exc)
+    if "full" in text:
+        return f"cannot write {path}: the disk is full ({text}); free some space, then resume the run"
+    if "locked" in text or "busy" in text:
+        return f"{path} is locked by another process ({text}); wait for the run that writes it to end"
+    if "readonly" in text or "read-only" in text or ("unable to open" in text and action != "read"):
+        return (f"cannot open {path} for writing ({text}): the run is on a read-only filesystem or not yours; "
+                "copy the run directory to a writable --runs-dir and work on the copy")
+    if "unable to open" in text:
+        return f"cannot open {path} ({text}); check that this user may read it and the directory it is in"
+    if "no such table" in text:
+        text = "it holds no metrics table: the file is empty or was truncated"
+    return (f"the metrics database {path} is damaged ({text}); nothing was changed: the run's config and "
+            f"checkpoints are intact; move the file aside (e.g. to {path.name}.damaged) to resume or show the "
+            "run without its old metrics, or restore it from a backup")
 
 
 def _filters(**values: Any) -> tuple[str, list[Any]]:

@@ -9,11 +9,19 @@ Layout of one run (``<root>/<UTC yyyymmdd-HHMMSS>-<name>/``)::
 
 ``run.json`` is always rewritten atomically, so readers never see half a file.
 The root defaults to ``./runs`` and can be moved with ``MESHLEARN_RUNS``.
+
+A run marked ``running`` records its owning process (``owner``: pid, host, start time; see
+``store.owner``). When that process is gone on this host the run is shown as ``died`` (with the time it
+last wrote anything), so SIGKILL, power loss or a failure while recording the end never leaves a run
+"running" forever. Filesystem problems (read-only root, full disk) are ``StoreError`` lines, and nothing
+here deletes data it did not just write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import itertools
 import os
 import platform
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from meshlearn.errors import StoreError
 from meshlearn.store.files import atomic_write_text, read_json, utc_now, write_json
 from meshlearn.store.metrics import MetricsDB
+from meshlearn.store.owner import current_owner, last_activity, owner_state
 
 if TYPE_CHECKING:  # checkpoints (numpy, safetensors) load when a run saves or reads one
     import numpy as np
@@ -68,6 +77,7 @@ class RunInfo:
     status: str
     created: str
     info: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    died: str | None = field(default=None, compare=False)  # status "died": when the run last wrote anything
 
 
 class Run:
@@ -78,6 +88,7 @@ class Run:
         self.id = self.path.name
         self._metrics: MetricsDB | None = None
         self.info: dict[str, Any] = self._read_info()
+        self.notices: list[str] = []  # announcements for whoever runs it next (a checkpoint fallback)
 
     def _read_info(self) -> dict[str, Any]:
         try:
@@ -94,18 +105,63 @@ class Run:
 
     @property
     def status(self) -> str:
-        return str(self.info.get("status", "unknown"))
+        """The recorded status, or ``died`` for a ``running`` run whose owning process is gone."""
+        return "died" if _has_died(self.info) else str(self.info.get("status", "unknown"))
+
+    @property
+    def died_at(self) -> str | None:
+        """When a died run last wrote anything (UTC ISO), None unless the status is ``died``."""
+        return last_activity(self.path) if _has_died(self.info) else None
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Record ``status`` (and any extra fields) in ``run.json`` with one atomic rewrite."""
         info = {**self.info, **extra, "status": status, "updated": utc_now().isoformat()}
-        write_json(self.path / INFO_FILE, info)
+        try:
+            write_json(self.path / INFO_FILE, info)
+        except OSError as exc:
+            raise StoreError(f"cannot record status {status!r} of run {self.id}: {_why(exc)}") from None
         self.info = info
 
+    def claim(self) -> None:
+        """Mark the run ``running``, owned by this process (refused while another live process runs it)."""
+        self.check_free()
+        self.set_status("running", owner=current_owner())
+
+    def check_free(self) -> None:
+        """StoreError if another process on this host is running this run right now."""
+        owner = self.info.get("owner")
+        if self.info.get("status") != "running" or not isinstance(owner, dict) or owner.get("pid") == os.getpid():
+            return
+        if owner_state(owner) == "alive":
+            pid = owner["pid"]
+            raise StoreError(f"run {self.id} is still running in process {pid} on {owner.get('host')}; stop it "
+                             f"first (Ctrl-C there, or `kill -TERM {pid}`) or wait for it to end")
+
+    def require_writable(self, action: str) -> None:
+        """StoreError (before anything is changed) if this process cannot write the run directory."""
+        paths = [self.path, *(p for p in (self.path / INFO_FILE, self.metrics_path) if p.exists())]
+        if all(os.access(p, os.W_OK) for p in paths):
+            return
+        raise StoreError(f"cannot {action} run {self.id}: {self.path} is read-only here (a read-only filesystem or "
+                         f"no write permission); copy the run directory into a writable --runs-dir and {action} "
+                         "the copy")
+
     def finish(self, status: str, **extra: Any) -> None:
-        """Close the metrics (flushed, write-ahead log checkpointed) and record the final ``status``."""
-        self.close()
+        """Close the metrics (flushed, write-ahead log checkpointed) and record the final ``status``.
+
+        If the last metrics cannot be written (a full disk) the run is recorded ``failed`` with the reason,
+        and the StoreError is raised."""
+        try:
+            self.close()
+        except StoreError as exc:
+            self.set_status("failed", **{**extra, "error": str(exc)})
+            raise
         self.set_status(status, **extra)
+
+    def take_notices(self) -> list[str]:
+        """The pending announcements (see ``notices``), emptied."""
+        notices, self.notices = self.notices, []
+        return notices
 
     def reload(self) -> dict[str, Any]:
         """Re-read ``run.json`` (another process may have updated it)."""
@@ -159,18 +215,55 @@ class Run:
         return checkpoints.save_checkpoint(self.checkpoint_dir, round, tensors, meta or {}, _KEEP_CHECKPOINTS)
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """``(round, tensors, meta)`` of the newest intact checkpoint, or None."""
+        """``(round, tensors, meta)`` of the checkpoint to continue from, or None when there is none yet.
+
+        Damaged newer checkpoints (unreadable, failing their sha256, non-finite) are skipped with a notice
+        in ``self.notices``: the run falls back to an older one and redoes the rounds after it. Rather than
+        let a resume restart at round 1 and drop stored rounds, StoreError (nothing changed) when every
+        checkpoint is damaged, or when there is none while the metrics hold two or more rounds (resumable
+        runs checkpoint every completed round) -- and when the metrics themselves are damaged.
+        """
         from meshlearn.store import checkpoints
 
-        return checkpoints.latest_checkpoint(self.checkpoint_dir)
+        found, skipped = checkpoints.find_checkpoint(self.checkpoint_dir)
+        if found is None and skipped:
+            others = f" (and {len(skipped) - 1} older, damaged too)" if len(skipped) > 1 else ""
+            raise StoreError(f"run {self.id} cannot be resumed: no checkpoint is usable: {skipped[0][1]}{others}; "
+                             "nothing was changed; restore a checkpoint file from a backup or start a new run")
+        stored = self._stored_rounds()
+        if found is None:
+            if stored >= 2:
+                raise StoreError(f"run {self.id} cannot be resumed: its metrics hold {stored} rounds but "
+                                 f"{self.checkpoint_dir} has no checkpoint (missing or emptied); resuming would "
+                                 "restart at round 1 and drop them, so nothing was changed; restore the "
+                                 "checkpoints from a backup or start a new run")
+            return None
+        self.notices += [f"{text}; falling back to the checkpoint of round {found[0]} (the rounds after it run "
+                         "again)" for _, text in skipped]
+        if stored < found[0] and self.metrics_path.is_file():
+            gap = f"round {found[0]}" if stored + 1 == found[0] else f"rounds {stored + 1}-{found[0]}"
+            self.notices.append(f"{self.metrics_path} holds rounds up to {stored} only; the checkpoint of round "
+                                f"{found[0]} continues the run, {gap} stay missing from its metrics")
+        return found
+
+    def _stored_rounds(self) -> int:
+        """The highest round in the metrics (0 if none); StoreError if the database is damaged."""
+        db = self.metrics_reader()
+        if db is None:
+            return 0
+        try:
+            return int(db.max_round() or 0)
+        finally:
+            if db is not self._metrics:
+                db.close()
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Flush and close the metrics database (if it was opened)."""
         if self._metrics is not None:
-            self._metrics.close()
-            self._metrics = None
+            metrics, self._metrics = self._metrics, None
+            metrics.close()
 
     def __enter__(self) -> Run:
         return self
@@ -195,11 +288,20 @@ class RunStore:
         package versions, command line; ``id``, ``status`` and ``created`` are set here.
         """
         now = utc_now()
-        path = self._new_dir(f"{now:%Y%m%d-%H%M%S}-{_slug(name)}")
-        atomic_write_text(path / CONFIG_FILE, config_toml)
+        try:
+            path = self._new_dir(f"{now:%Y%m%d-%H%M%S}-{_slug(name)}")
+        except OSError as exc:
+            raise StoreError(f"cannot create a run in {self.root}: {_why(exc)}; point --runs-dir or "
+                             f"${ENV_VAR} at a writable directory") from None
         defaults = {"name": name, "versions": package_versions(), "command": list(sys.argv)}
-        record = {**defaults, **(info or {}), "id": path.name, "status": "running", "created": now.isoformat()}
-        write_json(path / INFO_FILE, record)
+        record = {**defaults, **(info or {}), "id": path.name, "status": "running", "created": now.isoformat(),
+                  "owner": current_owner()}
+        try:
+            atomic_write_text(path / CONFIG_FILE, config_toml)
+            write_json(path / INFO_FILE, record)
+        except OSError as exc:
+            _remove_new_run(path)
+            raise StoreError(f"cannot create a run in {self.root}: {_why(exc)}") from None
         return Run(path)
 
     def _new_dir(self, base: str) -> Path:
@@ -251,6 +353,29 @@ class RunStore:
         raise StoreError(f"no run in {self.root} matches {prefix!r}{recent} (or use 'latest')")
 
 
+def _why(exc: OSError) -> str:
+    """An OSError of a run file as a reason and a fix."""
+    text = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc.strerror or exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{text}; free some disk space"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{text}; the directory is read-only here"
+    return text
+
+
+def _remove_new_run(path: Path) -> None:
+    """Undo a run directory this call just made (only the two files it writes first), best effort."""
+    for name in (CONFIG_FILE, INFO_FILE):
+        with contextlib.suppress(OSError):
+            (path / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.rmdir()  # fails, harmlessly, if anything else is inside
+
+
+def _has_died(info: dict[str, Any]) -> bool:
+    return info.get("status") == "running" and owner_state(info.get("owner")) == "dead"
+
+
 def _names(runs: list[RunInfo], limit: int = 10) -> str:
     text = ", ".join(r.id for r in runs[:limit])
     return text + (f", ... ({len(runs) - limit} more)" if len(runs) > limit else "")
@@ -266,4 +391,5 @@ def _run_info(path: Path) -> RunInfo:
         info, status = {}, "unreadable"
     mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
     created = str(info.get("created") or mtime.isoformat())
-    return RunInfo(path.name, path, str(info.get("name", "")), status, created, info)
+    died = last_activity(path) if _has_died(info) else None
+    return RunInfo(path.name, path, str(info.get("name", "")), "died" if died else status, created, info, died)

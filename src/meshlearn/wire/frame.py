@@ -13,14 +13,16 @@ a frame without a MAC, with a wrong MAC, or any tampered byte is an
 :class:`~meshlearn.errors.AuthError`. Without a secret, frames carry no MAC and a frame that
 has one is rejected as a configuration mismatch.
 
-Security notes:
+Keys and replay: ``seal``/``open`` take an optional ``key`` (overriding the codec's secret;
+``open`` also accepts ``key(src) -> bytes``, for keys that depend on the claimed sender) and an
+optional ``seq``: a sequence number that the MAC covers but the frame does not carry. The
+TCP transport seals every frame of a session with the session's key and the next number of
+its direction, so a replayed, reordered or re-injected frame fails its MAC; UDP carries its
+own epoch and sequence number inside the body (``runtime/udp.py``). Without ``key``/``seq`` a
+frame proves only that *some* holder of the secret built it, and can be re-sent verbatim.
 
-* The MAC proves a frame was built by *some* holder of the shared secret; it does not bind
-  the ``src`` id to one node (every member can claim any id) and it gives **no replay
-  protection**: a captured frame can be re-sent verbatim. Future work: per-sender keys plus a
-  monotonic sequence number / timestamp window inside the MAC'd part.
-* The MAC gives integrity, not confidentiality. For encryption use TLS at the transport level
-  (the asyncio runtime's TCP option); frames are unchanged inside it.
+The MAC gives integrity, not confidentiality. For encryption use TLS at the transport level
+(the asyncio runtime's TCP option); frames are unchanged inside it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Callable, Union
 
 from meshlearn.errors import AuthError, ProtocolError, UsageError
 
@@ -39,6 +42,7 @@ __all__ = [
     "VERSION",
     "MAX_SRC_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
+    "STAMP_BYTES",
 ]
 
 MAGIC = b"ML"
@@ -50,6 +54,9 @@ MAC_SIZE = hashlib.sha256().digest_size  # 32
 MAX_SRC_BYTES = 255
 MAX_BODY_BYTES = 2**32 - 1
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
+STAMP_BYTES = 16  # an authenticated datagram's body starts with epoch u64 | seq u64 (runtime/udp.py)
+_SEQ = struct.Struct(">Q")
+Key = Union[bytes, Callable[[str], bytes]]
 
 
 class FrameCodec:
@@ -75,15 +82,18 @@ class FrameCodec:
 
     # ------------------------------------------------------------------------------ sending
 
-    def frame_size(self, src: str, payload_len: int) -> int:
-        """``len(self.seal(src, payload))`` for a payload of ``payload_len`` bytes, without building it."""
+    def frame_size(self, src: str, payload_len: int, *, datagram: bool = False) -> int:
+        """``len(self.seal(src, payload))`` for a payload of ``payload_len`` bytes, without building it;
+        ``datagram``: sent as a UDP datagram, which carries a replay stamp when authenticated."""
         if isinstance(payload_len, bool) or not isinstance(payload_len, int) or payload_len < 0:
             raise UsageError(f"payload_len must be a non-negative int, got {payload_len!r}")
         size = HEADER_SIZE + len(_src_bytes(src)) + payload_len
-        return size + (MAC_SIZE if self._secret is not None else 0)
+        return size + (MAC_SIZE + STAMP_BYTES * datagram if self._secret is not None else 0)
 
-    def seal(self, src: str, payload: bytes | bytearray | memoryview) -> bytes:
-        """Build the frame carrying ``payload`` from node ``src``."""
+    def seal(self, src: str, payload: bytes | bytearray | memoryview, *, key: bytes | None = None,
+             seq: int | None = None) -> bytes:
+        """Build the frame carrying ``payload`` from node ``src`` (MAC'd with ``key`` and ``seq``
+        when given, see the module docstring)."""
         src_b = _src_bytes(src)
         body = memoryview(payload).cast("B")
         size = self.frame_size(src, len(body))
@@ -94,14 +104,9 @@ class FrameCodec:
             )
         flags = FLAG_MAC if self._secret is not None else 0
         head = _HEADER.pack(MAGIC, VERSION, flags, len(src_b), len(body)) + src_b
-        return b"".join([head, body, *self._mac(head, body)])
-
-    def _mac(self, head: bytes | memoryview, body: memoryview) -> list[bytes]:
         if self._secret is None:
-            return []
-        mac = hmac.new(self._secret, head, hashlib.sha256)
-        mac.update(body)
-        return [mac.digest()]
+            return b"".join([head, body])
+        return b"".join([head, body, _mac(key or self._secret, seq, head, body)])
 
     # ---------------------------------------------------------------------------- receiving
 
@@ -126,23 +131,30 @@ class FrameCodec:
         if self._secret is None and has_mac:
             raise AuthError("frame carries a MAC but this node has no secret; configure the same secret on both ends")
 
-    def open(self, frame: bytes | bytearray | memoryview) -> tuple[str, bytes]:
-        """Check a complete frame and return ``(src, payload)``."""
+    def open(self, frame: bytes | bytearray | memoryview, *, key: Key | None = None,
+             seq: int | None = None) -> tuple[str, bytes]:
+        """Check a complete frame and return ``(src, payload)``; ``key``/``seq`` as for ``seal``."""
         view = memoryview(frame).cast("B")
         src_len, body_len, has_mac = self.parse_header(view)
         end = HEADER_SIZE + src_len + body_len
         expected = end + (MAC_SIZE if has_mac else 0)
         if len(view) != expected:
             raise ProtocolError(f"frame is {len(view)} bytes but its header declares {expected}")
-        if self._secret is not None:
-            self._verify(view[:end], view[end:])
         src = _decode_src(view[HEADER_SIZE : HEADER_SIZE + src_len])
+        if self._secret is not None:
+            use = key(src) if callable(key) else key
+            expected = _mac(use or self._secret, seq, view[:HEADER_SIZE + src_len], view[HEADER_SIZE + src_len:end])
+            if not hmac.compare_digest(expected, bytes(view[end:])):
+                why = "replayed or out-of-order frame, " if seq is not None else ""
+                raise AuthError(f"frame MAC is wrong: {why}different secret or tampered frame")
         return src, bytes(view[HEADER_SIZE + src_len : end])
 
-    def _verify(self, signed: memoryview, mac: memoryview) -> None:
-        expected = hmac.new(self._secret or b"", signed, hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, bytes(mac)):
-            raise AuthError("frame MAC is wrong: different secret or tampered frame")
+
+def _mac(key: bytes, seq: int | None, head: bytes | memoryview, body: bytes | memoryview) -> bytes:
+    mac = hmac.new(key, b"" if seq is None else _SEQ.pack(seq), hashlib.sha256)
+    mac.update(head)
+    mac.update(body)
+    return mac.digest()
 
 
 def _check_fixed(magic: bytes, version: int, flags: int, src_len: int) -> None:

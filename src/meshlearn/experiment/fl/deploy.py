@@ -3,8 +3,9 @@
 Which node a process may host comes from the algorithm's spec (``roles``): ``serve`` hosts the
 ``server`` (evaluation data, run store, checkpoints, resume), ``join`` one ``client`` (its shard of
 the configured partition, or its own whole dataset with ``local_data``), ``peer`` one ``peer`` of a
-peer-to-peer algorithm, talking to its topology neighbours. Every frame carries an HMAC under the
-cluster secret, TLS optionally. The run lifecycle is the one of ``meshlearn.experiment.lifecycle``.
+peer-to-peer algorithm, talking to its topology neighbours. Connections are authenticated under the
+cluster secret or a per-client ``Keyring`` (see ``meshlearn.wire.keys``), only the deployment's ids are
+admitted, TLS optionally. The run lifecycle is the one of ``meshlearn.experiment.lifecycle``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from meshlearn.errors import UsageError
 from meshlearn.experiment.fl.build import BuildSetup, build_workspace, client_ids, codec_of, spec_of
 from meshlearn.fl.spec import ALGORITHMS, SERVER
+from meshlearn.wire.keys import Keyring
 
 __all__ = ["TLSFiles", "serve_runtime", "join_runtime", "peer_runtime", "check_role", "EpochPrinter"]
 
@@ -68,14 +70,15 @@ def _runtime(cfg: Any, ws: Any, **options: Any):
     return AsyncioRuntime(executor=InlineExecutor(ws), codec=codec_of(cfg), seed=cfg.seed, **options)
 
 
-def serve_runtime(cfg: Any, *, listen: tuple[str, int], secret: bytes | None, tls: TLSFiles | None = None,
+def serve_runtime(cfg: Any, *, listen: tuple[str, int], secret: bytes | Keyring | None, tls: TLSFiles | None = None,
                   sink=None, on_checkpoint=None, resume=None, start_time: float = 0.0):
     """The server in an AsyncioRuntime listening on ``listen``; returns (runtime, server node)."""
     check_role(cfg, "server")
     ws = build_workspace(cfg)
     server = _node(BuildSetup(cfg, ws, client_ids(cfg.data.clients), resume), SERVER)
     runtime = _runtime(cfg, ws, listen=listen, secret=secret, ssl_server=tls.contexts()[0] if tls else None,
-                       sink=sink, on_checkpoint=on_checkpoint, start_time=start_time)
+                       members=client_ids(cfg.data.clients), sink=sink, on_checkpoint=on_checkpoint,
+                       start_time=start_time)
     runtime.add_node(server)
     return runtime, server
 
@@ -92,7 +95,7 @@ def _client_workspace(cfg: Any, client_id: str, local_data: bool) -> Any:
     return Workspace(ws.train, ws.test, {client_id: part}, ws.model_name, ws.model_params, ws.model_seed, open=ws.open)
 
 
-def join_runtime(cfg: Any, client_id: str, *, server: tuple[str, int], secret: bytes | None,
+def join_runtime(cfg: Any, client_id: str, *, server: tuple[str, int], secret: bytes | Keyring | None,
                  tls: TLSFiles | None = None, local_data: bool = False, rejoin_s: float = 5.0):
     """One client that connects to ``server``; returns (runtime, client node)."""
     check_role(cfg, "client")
@@ -119,7 +122,7 @@ class EpochPrinter:
 
 
 def peer_runtime(cfg: Any, peer_id: str, *, listen: tuple[str, int], addresses: dict[str, tuple[str, int]],
-                 secret: bytes | None, tls: TLSFiles | None = None, say=print, sink=None):
+                 secret: bytes | Keyring | None, tls: TLSFiles | None = None, say=print, sink=None):
     """One peer of a peer-to-peer algorithm listening on ``listen``, talking to its topology neighbours.
 
     ``sink`` receives its per-epoch metrics (e.g. a ``RoundSink`` into the run store); without one
@@ -133,6 +136,6 @@ def peer_runtime(cfg: Any, peer_id: str, *, listen: tuple[str, int], addresses: 
     node = _node(setup, peer_id)
     ssl_server, ssl_client = tls.contexts() if tls else (None, None)
     runtime = _runtime(cfg, ws, listen=listen, peers=addresses, secret=secret, ssl_server=ssl_server,
-                       ssl_client=ssl_client, sink=sink or EpochPrinter(say))
+                       ssl_client=ssl_client, members=client_ids(cfg.data.clients), sink=sink or EpochPrinter(say))
     runtime.add_node(node)
     return runtime, node

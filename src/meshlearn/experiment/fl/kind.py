@@ -1,7 +1,7 @@
 """The ``fl`` experiment kind: federated and decentralized learning, simulated into the run store.
 
-``check`` finds what the config model cannot see (files that are not there, faults naming nodes the
-run does not have, settings the chosen algorithm never reads); ``prepare`` builds the simulation;
+``check`` finds what the config model cannot see (files that are not there, faults or attackers naming
+nodes the run does not have, settings the chosen algorithm never reads); ``prepare`` builds the simulation;
 ``run`` drives it round by round: metrics are flushed after every round, the server checkpoints every
 completed round (resumable algorithms), and a client that never makes the deadline is reported
 while the run goes on. Real processes (``serve`` / ``join`` / ``peer``) are in ``deploy.py``.
@@ -40,6 +40,7 @@ def check(cfg: Any) -> None:
     _check_faults(cfg)
     _check_open_set(cfg)
     _check_unread(cfg)
+    _check_attackers(cfg)
 
 
 def check_data_path(cfg: Any) -> None:
@@ -79,6 +80,15 @@ def _check_open_set(cfg: Any) -> None:
                           "data.open_size > 0 (e.g. 300) or data.open_path")
     # an open set with an algorithm that does not distil is not ignored: it still holds those samples out of
     # training, which is how comparisons give every algorithm the same private data
+
+
+def _check_attackers(cfg: Any) -> None:
+    """attack.clients must name clients of this run."""
+    ids = build.client_ids(cfg.data.clients)
+    unknown = sorted(set(cfg.attack.clients) - set(ids))
+    if unknown:
+        raise ConfigError("attack.clients", f"{', '.join(map(repr, unknown))} not among this run's clients "
+                          f"{ids[0]} … {ids[-1]} (data.clients = {cfg.data.clients})")
 
 
 def _check_unread(cfg: Any) -> None:

@@ -1,7 +1,7 @@
 """The config of a federated-learning experiment (``kind = "fl"``): one TOML file ↔ these models.
 
 Fixed sections live here (``data``, ``model``, ``fl``, ``network``, ``faults``, ``wire``,
-``runtime``, ``selection``); every algorithm adds its own section from its spec (``[dsfl]``,
+``runtime``, ``selection``, ``attack``); every algorithm adds its own section from its spec (``[dsfl]``,
 ``[decentral]``, ...), so ``config_model()`` builds the full model from the algorithm registry and
 rebuilds it when a plugin registers a new algorithm. Every field has a description: ``meshlearn
 config show`` prints them as comments above each default. Unknown keys are rejected.
@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from meshlearn.data import DATASETS
+from meshlearn.fl.attacks import AttackSettings
 from meshlearn.fl.selection import SelectionSettings
 from meshlearn.fl.server import RoundSettings
 from meshlearn.fl.spec import ALGORITHMS, default_algorithm
@@ -106,11 +107,12 @@ class NetworkConfig(_Strict):
     topology: str = Field("ring", description="peer graph of peer-to-peer algorithms: ring, k_hop_ring, erdos_renyi, "
                                              "barabasi_albert, random_geometric, star")
     topology_params: dict[str, Any] = Field({}, description="parameters of the topology, e.g. {k=2} for k_hop_ring")
-    latency_s: float = Field(0.02, ge=0, description="one-way latency of every link")
-    jitter_s: float = Field(0.005, ge=0, description="uniform extra delay in [0, jitter_s)")
+    latency_s: float = Field(0.02, ge=0, allow_inf_nan=False, description="one-way latency of every link")
+    jitter_s: float = Field(0.005, ge=0, allow_inf_nan=False, description="uniform extra delay in [0, jitter_s)")
     bandwidth_bps: float = Field(1e8, gt=0, description="link capacity; device up/down bandwidth caps it further")
     mtu: int = Field(1500, ge=128, description="packet size in bytes, headers included")
-    rto_s: float = Field(0.2, gt=0, description="retransmission timeout paid per lost packet on reliable links")
+    rto_s: float = Field(0.2, gt=0, allow_inf_nan=False,
+                         description="retransmission timeout paid per lost packet on reliable links")
     uplink_loss: dict[str, Any] | None = Field(
         None, description="loss model on client→server links, e.g. {model='gilbert_elliott', loss=0.05, burst=4}; "
                           "{} = none")
@@ -149,6 +151,8 @@ class FLExperiment(_Strict):
     selection: SelectionSettings = Field(default_factory=SelectionSettings,
                                          description="client selection (server-based algorithms) and fluctuating "
                                                      "device resources")
+    attack: AttackSettings = Field(default_factory=AttackSettings,
+                                   description="simulated malicious clients, to measure fl.aggregator's robustness")
 
 
 def _known_algorithm(cls, value: str) -> str:

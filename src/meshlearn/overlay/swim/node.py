@@ -33,7 +33,7 @@ from meshlearn.overlay.swim.packets import (ALIVE, DEAD, SUSPECT, USER, Ack, Gos
                                             Sync)
 from meshlearn.overlay.swim.state import (LIVE, UNKNOWN, BroadcastQueue, MemberTable, Probe, ProbeOrder, Roster,
                                           Suspicion)
-from meshlearn.wire.frame import HEADER_SIZE, MAC_SIZE
+from meshlearn.wire.frame import HEADER_SIZE, MAC_SIZE, STAMP_BYTES
 
 __all__ = ["SwimNode", "ALL"]
 
@@ -63,7 +63,7 @@ class SwimNode(Node):
         self.phase, self.on_event, self.on_user = phase, on_event, on_user
         self.stats: Counter = Counter()
         self.lives = 0
-        self._overhead = HEADER_SIZE + len(node_id.encode()) + MAC_SIZE + 7
+        self._overhead = HEADER_SIZE + len(node_id.encode()) + MAC_SIZE + STAMP_BYTES + 7  # a signed datagram
         self._reset()
 
     def _reset(self) -> None:

@@ -15,11 +15,13 @@ from operator import itemgetter
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, ValidationError, field_validator
 
+from meshlearn.config.problems import config_error, problems_from
+from meshlearn.errors import ConfigError
 from meshlearn.net.link import LinkSpec
 from meshlearn.overlay.simnet import LAN_LINK, crash_at, overlay_simulator
-from meshlearn.overlay.swim.config import SWIM_PRESETS, swim_preset
+from meshlearn.overlay.swim.config import SWIM_PRESETS, SwimConfig, swim_preset
 from meshlearn.overlay.swim.node import ALL, SwimNode
 from meshlearn.overlay.swim.state import Roster
 from meshlearn.overlay import studies
@@ -40,6 +42,24 @@ class SwimSimSettings(BaseModel):
     crash_fraction: float = Field(0.01, ge=0, lt=1, description="members crashed at random moments")
     warm_start: bool = Field(True, description="members start knowing everyone (else they join via one seed)")
     link: LinkSpec = Field(LAN_LINK, description="each member's access link (latency, jitter, loss)")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in SWIM_PRESETS:
+            raise ConfigError("", f"unknown SWIM preset {value!r}", sorted(SWIM_PRESETS))
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config_builds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Build the SwimConfig now, at config time, so a bad field is a config error naming it, not a failed run."""
+        if "preset" in info.data:  # else the preset's own error is reported
+            try:
+                swim_preset(info.data["preset"], **value)
+            except ValidationError as exc:
+                raise config_error(problems_from(SwimConfig, exc)) from None
+        return value
 
 
 def simulate_swim(settings: SwimSimSettings, *, seed: int,
