@@ -279,6 +279,12 @@ class NodeHost:
             note = f"; {self.stats[counter]} in all so far"
             self._write_log(node_id, "warning", text + admitted.suffix(counter, note))
 
+    def summarize_suppressed(self) -> None:
+        """One warning per counter whose last reports were held back by the rate limit (at shutdown)."""
+        for counter, dropped in sorted(self._report_limit.pending().items(), key=str):
+            self._write_log(None, "warning", f"{dropped} more {counter} not logged since the last line about them; "
+                                             f"{self.stats.get(counter, 0)} in all")
+
     def log(self, node_id: str | None, level: str, text: str) -> None:
         """A runtime's log line; lines of one kind (same text but for names and numbers) are rate-limited."""
         admitted = self._log_limit.admit((level, _line_kind(text)), self.now)

@@ -99,3 +99,16 @@ def test_keys_secret_and_issue_write_private_files_that_join_checks(cli, workdir
                 "exists")
     usage_error(cli("join", "quickstart", "--key-file", workdir / "cluster.key"), "not a meshlearn key file")
     usage_error(cli("join", "quickstart"), "--client-id", "--key-file")
+
+
+def test_a_serve_whose_every_round_failed_is_not_completed():
+    from types import SimpleNamespace
+
+    from meshlearn.cli.deploy import _outcome
+
+    server = SimpleNamespace(gave_up=None, rounds_failed=3)
+    assert _outcome(server, True, 3)[0] == "failed" and "all 3 rounds failed" in _outcome(server, True, 3)[1]
+    assert _outcome(SimpleNamespace(gave_up=None, rounds_failed=1), True, 3) == ("completed", None)
+    assert _outcome(SimpleNamespace(gave_up=None, rounds_failed=0), True, 0) == ("completed", None)  # resumed, done
+    assert _outcome(SimpleNamespace(gave_up="no client joined", rounds_failed=0), False, 0) == \
+        ("stopped", "no client joined")

@@ -296,3 +296,9 @@ def test_replay_guard_window_and_epochs():
     assert guard.check(6, 1) is None  # the sender restarted: a newer epoch starts afresh
     guard.accept(6, 1)
     assert guard.check(5, 10 + WINDOW + 1) is not None
+
+
+def test_epochs_of_a_restarted_sender_are_newer_even_within_a_second():
+    from meshlearn.runtime.udp import new_epoch
+
+    assert all(new_epoch(100.0 + k / 1000) > new_epoch(100.0 + (k - 1) / 1000) for k in range(1, 50))

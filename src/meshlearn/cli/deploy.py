@@ -231,13 +231,23 @@ def serve_cmd(
     sink.target = RoundSink(run, _say_round, time_key="wall_time")
     _say(f"serving run {run.id} on {listen}, starting at round {server.completed_round + 1}, "
          f"waiting for {cfg.data.clients} clients")
+    first = server.completed_round
     finished = _serve(runtime, run, listen, timeout)
     done = server.completed_round >= cfg.fl.rounds
-    run.finish("completed" if done else "stopped", completed_round=server.completed_round,
-               **({"error": server.gave_up} if server.gave_up else {}))
-    _say(f"run {run.id}: {'completed' if done else 'stopped'} after round {server.completed_round}"
-         + (f" ({server.gave_up}; is `meshlearn join` pointed at {listen}?)" if server.gave_up else ""))
-    sys.exit(0 if finished and done else 1)
+    status, why = _outcome(server, done, server.completed_round - first)
+    run.finish(status, completed_round=server.completed_round, **({"error": why} if why else {}))
+    hint = f"; is `meshlearn join` pointed at {listen}?" if server.gave_up else ""
+    _say(f"run {run.id}: {status} after round {server.completed_round}" + (f" ({why}{hint})" if why else ""))
+    sys.exit(0 if finished and status == "completed" else 1)
+
+
+def _outcome(server, done: bool, rounds_run: int) -> tuple[str, str | None]:
+    """How a serve ended: a run whose every round here kept the old model did not complete."""
+    if server.gave_up:
+        return ("completed" if done else "stopped"), server.gave_up
+    if done and rounds_run and server.rounds_failed == rounds_run:
+        return "failed", f"all {rounds_run} rounds failed: fewer updates than fl.min_completion of the selected clients"
+    return ("completed" if done else "stopped"), None
 
 
 def _say_round(rnd: int, m: dict) -> None:
@@ -269,7 +279,8 @@ def _serve(runtime, run, listen: str, timeout: Optional[float]) -> bool:
     except OSError as err:  # the port was taken after check_can_listen: asyncio binds inside run_forever
         if err.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             raise UsageError(_bind_error(listen, err, run.id)) from None
-        raise MeshlearnError(f"{listen} failed: {err}; run {run.id} is marked failed, continue with `{again}`") from None
+        raise MeshlearnError(f"{listen} failed: {err}; run {run.id} is marked failed, "
+                             f"continue with `{again}`") from None
 
 
 @app.command("join")

@@ -156,6 +156,7 @@ class FLServer(Node):
         self.aggregate = settings.aggregation()  # (updates, current) -> params, from fl.aggregator
         self.clients = None if clients is None else frozenset(clients)  # the deployment's ids; None = anyone
         self.strangers = 0  # messages refused because their sender is not one of `clients`
+        self.rounds_failed = 0  # rounds of this process that kept the old model (too few updates)
         self.roster: set[str] = set()
         self.round: _Round | None = None
         self.completed_round = resume[0] if resume else 0
@@ -283,6 +284,7 @@ class FLServer(Node):
         if not ok:
             ctx.log(f"round {rnd.number} failed: {len(rnd.updates)}/{len(rnd.selected)} updates", level="warning")
         self._round_ok = ok
+        self.rounds_failed += not ok
         for client in rnd.selected:
             counts = self.participation.setdefault(client, [0, 0])
             counts[0] += 1

@@ -7,8 +7,11 @@ dispatch policy, and messages are encoded and framed by the same codecs, so
 ``loop.time()``, ``loop.call_later``, sockets and a worker thread instead of virtual time and the
 network model.
 
-* reliable messages: TCP, one connection per (local node, remote node) pair (``tcp.py``);
-* datagrams: UDP, one frame per datagram, one hosted node per endpoint (``udp.py``);
+* reliable messages: TCP, one connection per (local node, remote node) pair, each with its own
+  session keys from the handshake of ``handshake.py`` (``tcp.py``);
+* datagrams: UDP, one frame per datagram, one hosted node per endpoint, replay-stamped (``udp.py``);
+* keys: ``secret`` is the shared cluster secret or a :class:`~meshlearn.wire.keys.Keyring`
+  (per-node credentials); ``members`` limits which remote ids may connect or send at all;
 * messages between two nodes hosted in this runtime skip the sockets (delivered on the next
   loop iteration, still encoded, framed-size counted and decoded, as in the simulator);
 * tasks: ``executor.submit(task).result()`` runs in one worker thread; the result reaches
@@ -183,6 +186,7 @@ class AsyncioRuntime(NodeHost):
             self._disarm(st)
         await self.tcp.close(LINGER_S)
         self.udp.close()
+        self.summarize_suppressed()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -8,14 +8,15 @@ unauthenticated byte can redirect one.
 
 Replay protection (authenticated runtimes): the body of every datagram starts with
 :data:`STAMP_BYTES` bytes, ``epoch u64 | seq u64``, inside the MAC. The epoch is drawn once per
-endpoint (time in its top 32 bits, randomness below), the sequence number counts the datagrams
+endpoint (milliseconds in its top bits, randomness below), the sequence number counts the datagrams
 it sends. The receiver keeps, per source id, the newest epoch and a sliding window of the last
 :data:`WINDOW` sequence numbers (:class:`ReplayGuard`): a datagram seen before, older than the
 window, or of an older epoch is dropped and counted as ``datagrams_replayed``. So a recorded
 datagram re-sent from anywhere is never delivered twice, and only a *fresh* authenticated
 datagram teaches where its source is: a replay from another address cannot re-point replies.
 What is left: across a restart of the *receiver* (its window is gone) a recorded datagram of the
-sender's current epoch can be delivered once more until the sender sends again.
+sender's current epoch can be delivered once more until the sender sends again; and a sender whose
+clock was set back before it restarted is refused (counted, logged) by receivers that saw its old epoch.
 
 The endpoint binds the same host and port number as the runtime's TCP listener. A runtime
 without a listener opens an ephemeral endpoint so it can send; its authenticated inbound
@@ -48,8 +49,9 @@ _STAMP = struct.Struct(">QQ")
 
 
 def new_epoch(now: float | None = None) -> int:
-    """An endpoint's epoch: seconds since 1970 in the top 32 bits, 32 random bits below."""
-    return (int(time.time() if now is None else now) & 0xFFFFFFFF) << 32 | secrets.randbits(32)
+    """An endpoint's epoch: milliseconds since 1970 in the top 48 bits, 16 random bits below, so a
+    sender that restarts (even within the same second) gets a newer epoch than before."""
+    return (int(1000 * (time.time() if now is None else now)) & (2**48 - 1)) << 16 | secrets.randbits(16)
 
 
 @dataclass
