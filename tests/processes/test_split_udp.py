@@ -161,3 +161,26 @@ def _spec():
     from meshlearn.split.channel import ChannelSpec
 
     return ChannelSpec(quant="fp16", elements_per_packet=512)
+
+
+@pytest.mark.timeout(120)
+def test_per_head_keys_answer_the_key_holder_only(model_file, tmp_path):
+    secret = "a-cluster-secret-of-32-bytes-ok!"
+    env = {**os.environ, "MESHLEARN_SECRET": secret}
+    issued = subprocess.run([sys.executable, "-m", "meshlearn", "keys", "issue", "cam-7", "--out", str(tmp_path)],
+                            env=env, capture_output=True, text=True)
+    assert issued.returncode == 0, issued.stderr
+    serve, port = start_serve(model_file, secret, "--client-keys")
+    try:
+        good = infer(model_file, None, "--server", f"127.0.0.1:{port}", "--samples", "10", "--key-file",
+                     str(tmp_path / "cam-7.key"))
+        assert good["answered"] == 10
+        shared = infer_proc(model_file, secret, "--server", f"127.0.0.1:{port}", "--samples", "2",
+                            "--reply-timeout", "0.3")  # the shared secret is no head key here
+        assert "no reply from the server" in error_lines(shared)[0]
+        wrong = infer_proc(model_file, None, "--server", f"127.0.0.1:{port}", "--key-file",
+                           str(tmp_path / "cam-7.key"), "--id", "cam-8")
+        assert "is the key of 'cam-7', not of --id 'cam-8'" in error_lines(wrong)[0]
+    finally:
+        counters = stop_serve(serve)
+    assert counters["samples"] == 10 and counters["datagrams_rejected"] >= 1

@@ -60,13 +60,13 @@ def read_secret(secret_file: Optional[Path], insecure: bool) -> bytes | None:
                      "(or --insecure for a local experiment without authentication)")
 
 
-def client_credential(key_file: Path, client_id: Optional[str]):
-    """``(client id, Keyring)`` from --key-file; --client-id, when given too, must match it."""
+def client_credential(key_file: Path, client_id: Optional[str], option: str = "--client-id"):
+    """``(client id, Keyring)`` from --key-file; the id ``option``, when given too, must match it."""
     from meshlearn.wire.keys import Keyring, read_key_file
 
     owner, key = read_key_file(key_file)
     if client_id is not None and client_id != owner:
-        raise UsageError(f"--key-file {key_file} is the key of {owner!r}, not of --client-id {client_id!r}")
+        raise UsageError(f"--key-file {key_file} is the key of {owner!r}, not of {option} {client_id!r}")
     return owner, Keyring(own=(owner, key))
 
 

@@ -34,7 +34,8 @@ import typer
 from pydantic import BaseModel
 
 from meshlearn.cli.console import RUNS_DIR_HELP, err
-from meshlearn.cli.deploy import INSECURE, SECRET_FILE, address, check_can_listen, read_secret
+from meshlearn.cli.deploy import (CLIENT_KEYS, INSECURE, KEY_FILE, SECRET_FILE, address, check_can_listen,
+                                  client_credential, read_secret)
 from meshlearn.errors import ConfigError, UsageError
 from meshlearn.experiment.split import DEFAULT_CHANNEL
 from meshlearn.split.modelfile import (HEAD_ID, TAIL_ID, build_nodes, head_fn, load_split_model, one_thread, tail_fn,
@@ -139,7 +140,7 @@ def serve_cmd(
     quant: str = QUANT, bits: int = BITS, elements: int = ELEMENTS, order: str = ORDER, perm_seed: int = PERM_SEED,
     mtu: int = MTU, compress: str = COMPRESS, deadline: float = DEADLINE, reach_rate: Optional[float] = REACH,
     rescale: str = RESCALE, rescale_p: float = RESCALE_P,
-    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE,
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE, client_keys: bool = CLIENT_KEYS,
 ) -> None:
     """Run the tail (status on stderr, results on stdout): rebuild each sample from the packets that arrive by the deadline, reply with the class.
 
@@ -157,6 +158,12 @@ def serve_cmd(
     spec = channel_spec(quant, bits, elements, order, perm_seed, mtu, compress, deadline, reach_rate, rescale,
                         rescale_p)
     secret = read_secret(secret_file, insecure)
+    if client_keys:
+        from meshlearn.wire.keys import Keyring
+
+        if secret is None:
+            raise UsageError("--client-keys derives each head's key from the cluster secret; drop --insecure")
+        secret = Keyring(issuer=secret)
     check_can_listen(listen, addr)
     one_thread()
     split, meta = load_split_model(model)
@@ -177,7 +184,8 @@ def serve_cmd(
     except KeyboardInterrupt:
         pass
     finally:
-        counters = {**dict(tail.stats), **{k: runtime.stats[k] for k in ("datagrams_rejected", "peer_errors")}}
+        counters = {**dict(tail.stats),
+                    **{k: runtime.stats[k] for k in ("datagrams_rejected", "datagrams_replayed", "peer_errors")}}
         print(json.dumps(counters), flush=True)
 
 
@@ -197,7 +205,8 @@ def infer_cmd(
     quant: str = QUANT, bits: int = BITS, elements: int = ELEMENTS, order: str = ORDER, perm_seed: int = PERM_SEED,
     mtu: int = MTU, compress: str = COMPRESS, deadline: float = DEADLINE, reach_rate: Optional[float] = REACH,
     rescale: str = RESCALE, rescale_p: float = RESCALE_P,
-    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE, runs_dir: Optional[Path] = RUNS_DIR,
+    secret_file: Optional[Path] = SECRET_FILE, insecure: bool = INSECURE, key_file: Optional[Path] = KEY_FILE,
+    runs_dir: Optional[Path] = RUNS_DIR,
 ) -> None:
     """Run the head on test samples, send the cut tensors to the tail, print accuracy, bytes and latency (JSON).
 
@@ -212,8 +221,11 @@ def infer_cmd(
                             "channel": section, "infer": infer}, runs_dir)
         print(json.dumps(result), flush=True)
         return
-    _infer_over_udp(model, address("--server", server), read_secret(secret_file, insecure), section, infer, seed,
-                    node_id)
+    if key_file is not None:  # a per-head key (`split serve --client-keys`): its id is the head's id
+        node_id, secret = client_credential(key_file, None if node_id == HEAD_ID else node_id, "--id")
+    else:
+        secret = read_secret(secret_file, insecure)
+    _infer_over_udp(model, address("--server", server), secret, section, infer, seed, node_id)
 
 
 def _infer_over_udp(model: Path, addr, secret, section: dict, infer: dict, seed: int, node_id: str) -> None:
