@@ -92,3 +92,12 @@ def test_usage_errors(tmp_path):
     with pytest.raises(UsageError):
         save_tensors(tmp_path / "a.st", {"x": np.ones(2)}, {"n": np.float32(1)})  # type: ignore[dict-item]
     assert not (tmp_path / "a.st").exists()
+
+
+def test_load_only_named_tensors(tmp_path):
+    path = save_tensors(tmp_path / "m.st", {"a": np.ones(2), "b": np.zeros(3)}, {"k": 1})
+    loaded, meta = load_tensors(path, names=["b"])
+    assert list(loaded) == ["b"] and meta == {"k": 1}
+    assert load_tensors(path, names=()) == ({}, {"k": 1})
+    with pytest.raises(StoreError, match="no tensor.*zz"):
+        load_tensors(path, names=["a", "zz"])

@@ -1,4 +1,4 @@
-"""meshlearn.data: datasets (embedded digits, IDX/npz/csv file loaders) and client partitioners.
+"""meshlearn.data: datasets (embedded digits, IDX/npz/csv file loaders), client partitioners and the text corpus.
 
 Rule: nothing in this package downloads or imports torch; arrays are numpy throughout.
 """
@@ -6,6 +6,7 @@ Rule: nothing in this package downloads or imports torch; arrays are numpy throu
 from meshlearn.data.datasets import DATASETS, Dataset, load_dataset, stratified_split
 from meshlearn.data.idx import read_idx
 from meshlearn.data.partition import PARTITIONERS, partition, partition_summary, summary_stats
+from meshlearn.data.text import CharVocab, load_corpus
 
 __all__ = [
     "DATASETS",
@@ -17,4 +18,6 @@ __all__ = [
     "partition",
     "partition_summary",
     "summary_stats",
+    "CharVocab",
+    "load_corpus",
 ]

@@ -5,7 +5,8 @@ are fsync'ed, then ``os.replace`` swaps it in, so a crash leaves either the old 
 one, never a torn one. Small JSON metadata (round, seed, model name, ...) is stored as one
 JSON string under the safetensors metadata key ``"meshlearn"``.
 
-Files written by other tools load too (their meta is ``{}``). Missing, unreadable or corrupt
+``load_tensors(path, names)`` reads only the named tensors (a swarm server loading its own blocks
+from a whole-model file). Files written by other tools load too (their meta is ``{}``). Missing, unreadable or corrupt
 files raise :class:`~meshlearn.errors.StoreError` naming the path.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Union
 
 import numpy as np
 import safetensors.numpy
@@ -46,18 +47,36 @@ def save_tensors(
     return path
 
 
-def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, MetaValue]]:
-    """Read a safetensors file; returns ``(tensors, meta)``."""
+def load_tensors(
+    path: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, MetaValue]]:
+    """Read a safetensors file; returns ``(tensors, meta)``.
+
+    ``names`` reads only those tensors (the others are never loaded; ``()`` reads just the meta);
+    a name the file lacks raises StoreError.
+    """
     path = Path(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in _wanted(path, f.keys(), names)}
             raw_meta = (f.metadata() or {}).get(META_KEY)
     except FileNotFoundError:
         raise StoreError(f"tensor file {path} does not exist; check the path or the run directory") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise StoreError(f"tensor file {path} is not a readable safetensors file: {exc}") from None
     return tensors, _parse_meta(path, raw_meta)
+
+
+def _wanted(path: Path, present: Iterable[str], names: Iterable[str] | None) -> list[str]:
+    present = list(present)
+    if names is None:
+        return present
+    names = list(names)
+    missing = sorted(set(names) - set(present))
+    if missing:
+        raise StoreError(f"tensor file {path} has no tensor(s) {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}; was it written for another model?")
+    return names
 
 
 def _serialize(tensors: dict[str, np.ndarray], meta: dict[str, MetaValue]) -> bytes:
