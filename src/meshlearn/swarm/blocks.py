@@ -48,9 +48,10 @@ from meshlearn.learn.params import mismatches
 from meshlearn.learn.torchio import set_params, state_to_numpy
 from meshlearn.models.gpt import GPT, GPTConfig, build_gpt
 from meshlearn.models.zoo import build_model
+from meshlearn.swarm.tasks import SpanResult
 from meshlearn.wire.files import load_tensors, save_tensors
 
-__all__ = ["FORMAT", "ActivationSpec", "BlockCache", "BlockStack"]
+__all__ = ["FORMAT", "ActivationSpec", "BlockCache", "BlockStack", "SpanWorkspace"]
 
 FORMAT = "meshlearn.swarm/1"
 
@@ -288,6 +289,28 @@ class BlockStack:
         if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= self.num_blocks):
             raise UsageError(f"a span needs 0 <= start < stop <= {self.num_blocks}, got start={start!r}, stop={stop!r}")
         return range(start, stop)
+
+
+
+class SpanWorkspace:
+    """The executor workspace of swarm servers: runs :class:`~meshlearn.swarm.tasks.SpanTask` s on a stack.
+
+    ``run`` returns a SpanResult: the output activation as a numpy array, or the reason the input is not
+    a valid activation at the task's boundary (the peer that sent it misbehaved).
+    ``flops_per_block`` sets the simulated compute of one block for one sample (0: instantaneous)."""
+
+    def __init__(self, stack: BlockStack, flops_per_block: float = 0.0):
+        self.stack, self.flops_per_block = stack, flops_per_block
+
+    def run(self, task: Any) -> SpanResult:
+        try:
+            with torch.no_grad():
+                return SpanResult(self.stack.run_span(task.start, task.end, task.x).numpy())
+        except ProtocolError as exc:
+            return SpanResult(None, str(exc))
+
+    def span_flops(self, start: int, end: int, x: np.ndarray) -> float:
+        return self.flops_per_block * (end - start) * (len(x) if np.ndim(x) else 1)
 
 
 # ---------------------------------------------------------------------- skeletons and specs
