@@ -3,7 +3,12 @@
 import pytest
 
 HELP = {
-    (): ["run", "demo", "config", "runs", "data", "serve", "join", "peer", "overlay"],
+    (): ["run", "demo", "config", "runs", "data", "serve", "join", "peer", "overlay", "keys", "swarm"],
+    ("keys",): ["secret", "issue"],
+    ("keys", "issue"): ["--out", "--secret-file"],
+    ("swarm",): ["init", "serve", "infer"],
+    ("swarm", "serve"): ["--model", "--blocks", "--id", "--listen", "--secret-file"],
+    ("swarm", "infer"): ["--model", "--server", "--requests", "--timeout", "--out"],
     ("overlay",): ["sim", "up"],
     ("split",): ["train", "serve", "infer", "heatmap", "tune", "curve", "search", "bandit"],
     ("split", "train"): ["--out", "--cut", "--bottleneck", "--batch-norm"],
@@ -28,8 +33,9 @@ HELP = {
     ("data",): ["show"],
     ("data", "show"): ["--set", "--rows", "TOML file or preset"],
     ("serve",): ["--listen", "--set", "--resume", "--runs-dir", "--secret-file", "--insecure", "--tls-cert",
-                 "--tls-key", "--tls-ca", "--timeout"],
-    ("join",): ["--server", "--client-id", "--set", "--local-data", "--secret-file", "--insecure", "--tls-cert"],
+                 "--tls-key", "--tls-ca", "--timeout", "--client-keys"],
+    ("join",): ["--server", "--client-id", "--set", "--local-data", "--secret-file", "--insecure", "--tls-cert",
+                "--key-file"],
 }
 
 

@@ -75,3 +75,27 @@ def test_a_server_refuses_blocks_it_does_not_host_and_garbage_activations(model)
     replies = [s.msg for s in h.take_sent()]
     assert [m.kind for m in replies] == ["sw.err"] * 3
     assert "not hosted" in replies[0].meta["reason"] and h.node.refused == 3
+
+
+class Liar(SwarmServer):
+    """Answers with NaN activations of the right shape."""
+
+    def on_task_done(self, ctx, task_id, result):
+        src, meta = self.pending.pop(task_id)
+        ctx.send(src, Message.make("sw.out", {"y": np.full_like(result.y, np.nan)}, req=meta["req"],
+                                   attempt=meta["attempt"], end=meta["end"]))
+
+
+def test_a_server_answering_garbage_is_banned_itself_and_answers_stay_exact(model):
+    net, stack = model
+    servers = [Liar("a", 0, 2), *(SwarmServer(s, *SPANS[s]) for s in SPANS if s != "a")]
+    check = lambda boundary, y: stack.specs[boundary].problem(y)  # noqa: E731
+    client = SwarmClient("client", PLACEMENT, SERVERS, 4, _inputs(5), site="A", latency=lambda a, b: 0.001,
+                         timeout_s=0.2, check=check)
+    sim = overlay_simulator([*servers, client])
+    sim.executor = InlineExecutor(SpanWorkspace(stack))
+    sim.run(until=30.0)
+    with torch.no_grad():
+        expected = [net(torch.as_tensor(x)).numpy() for x in _inputs(5)]
+    assert all(np.array_equal(client.outputs[i], expected[i]) for i in range(5))
+    assert client.reroutes == 1 and "a" in client.suspects  # the liar, once, then never again

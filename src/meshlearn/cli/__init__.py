@@ -7,6 +7,7 @@
     meshlearn data show CONFIG|PRESET [--set a.b=1]            how the training set is split over clients
     meshlearn serve / join / peer CONFIG                       real FL processes over TCP
     meshlearn keys secret | issue                              a cluster secret, per-client key files
+    meshlearn swarm init | serve | infer                       a model partitioned across server processes
     meshlearn overlay sim | up,  meshlearn split ...           shortcuts for overlay and split experiments
 
 Errors from meshlearn print one clear line and exit 2 (bad config or usage) or 1 (anything
@@ -58,7 +59,9 @@ __all__ = ["app", "main", "command"]
 # Command groups whose modules import heavy packages (their option defaults come from the settings
 # models): loaded only when one of their commands runs. name -> (module, typer app attribute, help).
 LAZY_GROUPS = {"split": ("meshlearn.cli.split", "split_app", "Split computing: train, COMtune and search split "
-                         "models; serve the tail and run the head over UDP; MWJC link/model bandit.")}
+                         "models; serve the tail and run the head over UDP; MWJC link/model bandit."),
+               "swarm": ("meshlearn.cli.swarm", "swarm_app", "A model partitioned across server processes: init, "
+                         "serve a span of blocks, infer through them with failover.")}
 
 
 class _LazyGroup(click.Group):

@@ -6,10 +6,10 @@
 
 A :class:`SwarmClient` keeps one :class:`~meshlearn.swarm.routing.Journey` per request: it sends the
 activation it holds to the first hop of the cheapest route from there, and waits ``timeout_s``. An
-answer continues the request; an error, a timeout (a crashed server never answers) or an answer of
-the wrong shape bans that server for the request and for ``ban_s`` seconds for every request, and
-the request is routed again *from the boundary it reached*, with the activation it already holds:
-nothing is recomputed before that boundary. Late answers of an abandoned attempt are ignored.
+answer continues the request; an error, a timeout (a crashed server never answers) or an answer that
+fails ``check`` (the activation spec at its boundary; a wrong batch size always fails) bans that server
+for the request and for ``ban_s`` seconds for every request, and the request is routed again *from the
+boundary it reached*, with the activation it already holds: nothing is recomputed before that boundary. Late answers of an abandoned attempt are ignored.
 
 This step's clients take the placement as given (``placement``); servers announcing their spans
 over the overlay is the next step.
@@ -73,8 +73,10 @@ class SwarmClient(Node):
 
     def __init__(self, node_id: str, placement: dict[str, int], servers: dict[str, Server], blocks: int,
                  inputs: list[np.ndarray], *, site: str, latency: Callable[[str, str], float],
-                 timeout_s: float = 1.0, ban_s: float = 15.0, retry_s: float = 0.5):
+                 timeout_s: float = 1.0, ban_s: float = 15.0, retry_s: float = 0.5,
+                 check: Callable[[int, np.ndarray], str | None] | None = None):
         super().__init__(node_id)
+        self.check = check  # (boundary, activation) -> why it is not a valid activation there, or None
         self.placement, self.servers, self.blocks, self.inputs = placement, servers, blocks, inputs
         self.site, self.latency = site, latency
         self.timeout_s, self.ban_s, self.retry_s = timeout_s, ban_s, retry_s
@@ -83,6 +85,7 @@ class SwarmClient(Node):
         self.req, self.attempt, self.journey, self.hop = -1, 0, None, None
         self.waiting_since = 0.0  # when the request reached its current boundary
         self.longest_wait = 0.0  # longest time a request stayed at one boundary (a stall, with failures)
+        self.reroutes = 0  # hops given up on (timeout, refusal, malformed answer) and routed again
 
     def on_start(self, ctx: Context) -> None:
         self._next_request(ctx)
@@ -113,6 +116,10 @@ class SwarmClient(Node):
         if msg.meta.get("req") != self.req or msg.meta.get("attempt") != self.attempt or self.hop is None:
             return  # a late answer to an attempt we gave up on
         if msg.kind == OUT and src == self.hop.server and "y" in msg.tensors and msg.meta.get("end") == self.hop.end:
+            problem = self._problem(msg.tensors["y"])
+            if problem is not None:
+                self._give_up_on_hop(ctx, f"{src} answered a bad activation for block {self.hop.end}: {problem}")
+                return
             ctx.cancel_timer("timeout")
             hop, self.hop = self.hop, None
             self.journey.completed(hop, msg.tensors["y"])
@@ -121,6 +128,13 @@ class SwarmClient(Node):
             self._continue(ctx)
         elif msg.kind in (OUT, ERR):
             self._give_up_on_hop(ctx, f"{src} answered {msg.kind}: {msg.meta.get('reason', 'malformed')}")
+
+    def _problem(self, y: np.ndarray) -> str | None:
+        """A liar's answer is caught here, so the liar (not the next server, which would refuse it) is banned."""
+        x = np.asarray(self.inputs[self.req])
+        if y.ndim < 1 or len(y) != len(x):
+            return f"batch of {len(y) if y.ndim else 0}, the request has {len(x)}"
+        return None if self.check is None else self.check(self.hop.end, y)
 
     def on_timer(self, ctx: Context, name: str) -> None:
         if name == "timeout" and self.hop is not None:
@@ -132,6 +146,7 @@ class SwarmClient(Node):
         ctx.cancel_timer("timeout")
         server, self.hop = self.hop.server, None
         self.journey.failed(server)
+        self.reroutes += 1
         self.suspects[server] = ctx.now + self.ban_s
         ctx.record("hop_failures", 1.0)
         ctx.log(f"request {self.req}: {why}; routing again from block {self.journey.boundary}", level="warning")
