@@ -111,7 +111,7 @@ def test_commands_that_train_nothing_start_fast_and_never_import_torch():
             "print(time.perf_counter() - t, 'torch' in sys.modules, 'numpy' in sys.modules)")
     for args in (["--help"], ["runs", "list", "--runs-dir", "/nonexistent"]):
         best = None
-        for _ in range(3):
+        for _ in range(5):  # best of 5: the bound is on the command, not on a noisy moment of a shared machine
             t0 = time.perf_counter()
             out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
             wall = time.perf_counter() - t0
