@@ -12,8 +12,7 @@ import pytest
 from rt_helpers import LOCAL, SECRET, Asker, Echo, Ponger, RawPeer, until
 
 from meshlearn.runtime import AsyncioRuntime
-from meshlearn.wire import FrameCodec, Message, decode_message, encode_message
-from meshlearn.wire.frame import HEADER_SIZE, MAC_SIZE
+from meshlearn.wire import FrameCodec, Message, encode_message
 
 pytestmark = pytest.mark.timeout(30)
 FRAMES = FrameCodec(SECRET)

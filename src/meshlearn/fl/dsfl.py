@@ -54,7 +54,7 @@ from meshlearn.fl.server import FLServer, RoundSettings, _finite, _positive_int,
 from meshlearn.fl.softlabels import (SOFT_AGGREGATORS, check_indices, check_soft_labels, decode_soft, encode_soft,
                                      entropy)
 from meshlearn.learn.tasks import TRAIN_FLOPS_FACTOR, DistillTask, EvalResult, EvalTask, PredictTask
-from meshlearn.node import Context, Node
+from meshlearn.node import Context
 from meshlearn.wire import Message, MetaRecord
 from meshlearn.wire.quant import reject_old_name
 
