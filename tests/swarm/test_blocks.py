@@ -19,14 +19,6 @@ TOKENS = VOCAB.encode(TEXT)
 SMALL = GPTConfig(VOCAB.size, n_blocks=4, d_model=32, n_heads=4, context=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the box is shared; torch's default spins on every core
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def gpt():
     return build_gpt(SMALL, seed=0)

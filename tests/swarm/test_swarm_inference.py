@@ -18,7 +18,6 @@ from meshlearn.wire import Message
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(1)
     net = build_model("mlp", (1, 8, 8), 10, 0, hidden=(32, 32))
     return net, BlockStack.from_zoo(net, "mlp", (1, 8, 8), 10, num_blocks=4, hidden=(32, 32))
 

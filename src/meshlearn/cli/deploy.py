@@ -60,6 +60,19 @@ def read_secret(secret_file: Optional[Path], insecure: bool) -> bytes | None:
                      "(or --insecure for a local experiment without authentication)")
 
 
+def server_keys(secret_file: Optional[Path], insecure: bool, client_keys: bool, who: str = "client"):
+    """The listener's keys: the cluster secret, or with --client-keys a Keyring that derives each
+    ``who``'s own key from it (``meshlearn keys issue``)."""
+    secret = read_secret(secret_file, insecure)
+    if not client_keys:
+        return secret
+    if secret is None:
+        raise UsageError(f"--client-keys derives each {who}'s key from the cluster secret; drop --insecure")
+    from meshlearn.wire.keys import Keyring
+
+    return Keyring(issuer=secret)
+
+
 def client_credential(key_file: Path, client_id: Optional[str], option: str = "--client-id"):
     """``(client id, Keyring)`` from --key-file; the id ``option``, when given too, must match it."""
     from meshlearn.wire.keys import Keyring, read_key_file
@@ -198,13 +211,7 @@ def serve_cmd(
                           "or --resume RUN (e.g. --resume latest), not both")
     addr = address("--listen", listen, listening=True)
     check_can_listen(listen, addr)
-    secret, tls = read_secret(secret_file, insecure), tls_files(tls_cert, tls_key, tls_ca)
-    if client_keys:
-        if secret is None:
-            raise UsageError("--client-keys derives each client's key from the cluster secret; drop --insecure")
-        from meshlearn.wire.keys import Keyring
-
-        secret = Keyring(issuer=secret)
+    secret, tls = server_keys(secret_file, insecure, client_keys), tls_files(tls_cert, tls_key, tls_ca)
     cfg = _load(config, set_, "server") if config else None
 
     from meshlearn.experiment.fl.deploy import serve_runtime
@@ -233,8 +240,12 @@ def serve_cmd(
          f"waiting for {cfg.data.clients} clients")
     first = server.completed_round
     finished = _serve(runtime, run, listen, timeout)
-    done = server.completed_round >= cfg.fl.rounds
-    status, why = _outcome(server, done, server.completed_round - first)
+    _finish_serve(run, server, cfg.fl.rounds, server.completed_round - first, listen, finished)
+
+
+def _finish_serve(run, server, rounds: int, rounds_run: int, listen: str, finished: bool) -> None:
+    """Record and print how the serve ended, and exit with its code."""
+    status, why = _outcome(server, server.completed_round >= rounds, rounds_run)
     run.finish(status, completed_round=server.completed_round, **({"error": why} if why else {}))
     hint = f"; is `meshlearn join` pointed at {listen}?" if server.gave_up else ""
     _say(f"run {run.id}: {status} after round {server.completed_round}" + (f" ({why}{hint})" if why else ""))

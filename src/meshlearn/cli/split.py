@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from meshlearn.cli.console import RUNS_DIR_HELP, err
 from meshlearn.cli.deploy import (CLIENT_KEYS, INSECURE, KEY_FILE, SECRET_FILE, address, check_can_listen,
-                                  client_credential, read_secret)
+                                  client_credential, read_secret, server_keys)
 from meshlearn.errors import ConfigError, UsageError
 from meshlearn.experiment.split import DEFAULT_CHANNEL
 from meshlearn.split.modelfile import (HEAD_ID, TAIL_ID, build_nodes, head_fn, load_split_model, one_thread, tail_fn,
@@ -157,13 +157,7 @@ def serve_cmd(
     addr = address("--listen", listen, listening=True)
     spec = channel_spec(quant, bits, elements, order, perm_seed, mtu, compress, deadline, reach_rate, rescale,
                         rescale_p)
-    secret = read_secret(secret_file, insecure)
-    if client_keys:
-        from meshlearn.wire.keys import Keyring
-
-        if secret is None:
-            raise UsageError("--client-keys derives each head's key from the cluster secret; drop --insecure")
-        secret = Keyring(issuer=secret)
+    secret = server_keys(secret_file, insecure, client_keys, who="head")
     check_can_listen(listen, addr)
     one_thread()
     split, meta = load_split_model(model)
