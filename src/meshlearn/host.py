@@ -145,7 +145,7 @@ class NodeHost:
 
     _logger = logging.getLogger("meshlearn.host")  # drivers name their own
 
-    def __init__(self, *, seed: int = 0, executor: Executor | None = None, sink: Any = None,
+    def __init__(self, *, seed: int | list[int] = 0, executor: Executor | None = None, sink: Any = None,
                  on_checkpoint: Callable[[str, int, dict, dict], None] | None = None,
                  stat_keys: Iterable[str] = ("peer_errors",), log_limit: int | None = None, trace: bool = False,
                  log_burst: int = 10, log_period_s: float = 10.0):

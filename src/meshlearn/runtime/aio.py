@@ -79,7 +79,7 @@ class AsyncioRuntime(NodeHost):
         on_checkpoint: Callable[[str, int, dict, dict], None] | None = None,
         codec: TensorCodec | None = None,
         max_frame_bytes: int = 64 * 2**20,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         connect_retry_s: float = 1.0,
         handshake_timeout: float = 10.0,
         write_buffer_max: int = WRITE_BUFFER_MAX,

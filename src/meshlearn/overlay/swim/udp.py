@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Callable, TextIO
@@ -45,13 +46,19 @@ def parse_cluster(ranges: list[str]) -> dict[str, tuple[str, int]]:
 
 def runtimes_for(nodes: list, cluster: dict[str, tuple[str, int]], *, secret: bytes | None,
                  seed: int = 0) -> list[AsyncioRuntime]:
-    """One runtime per node (a UDP endpoint serves one node), listening on the node's address."""
+    """One runtime per node (a UDP endpoint serves one node), listening on the node's address.
+
+    Each node's random stream is seeded from its address as well as `seed`: seeded by its index in
+    this process alone, member i of every ``overlay up`` process would probe in the same order, and
+    a dead member would go unprobed for many rounds (issue 15's diagnostic).
+    """
     missing = [node.node_id for node in nodes if node.node_id not in cluster]
     if missing:
         raise UsageError(f"{missing[0]!r} is not in the --cluster ranges; list every member's address")
     runtimes = []
-    for i, node in enumerate(nodes):
-        runtime = AsyncioRuntime(listen=cluster[node.node_id], peers=cluster, secret=secret, seed=seed + i)
+    for node in nodes:
+        runtime = AsyncioRuntime(listen=cluster[node.node_id], peers=cluster, secret=secret,
+                                 seed=[seed, zlib.crc32(node.node_id.encode())])
         runtime.add_node(node)
         runtimes.append(runtime)
     return runtimes

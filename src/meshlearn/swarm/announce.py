@@ -1,0 +1,234 @@
+"""Servers that announce what they hold, place themselves, and re-place when others fail (sans-I/O).
+
+An :class:`AnnouncingServer` is a :class:`~meshlearn.swarm.nodes.SwarmServer` that also keeps a
+:class:`~meshlearn.swarm.directory.Directory` of the swarm and gossips it::
+
+    every announce_s:  seq += 1; send sw.dir {entries: [own announcement]} to every known member
+                       (a heartbeat) and sw.dir {entries: every fresh entry} to `fanout` random
+                       ones (the seeds at first), so joiners learn the whole swarm
+    on sw.dir:         offer each entry (the sender's own entry is checked against the sender)
+    on sw.ask:         answer sw.dir (how clients and joiners learn the swarm)
+    every announce_s:  expire entries silent for ttl_s (a server missed ~3 heartbeats)
+
+Direct heartbeats cost O(members) messages per server per period: right for tens of servers on a
+few machines; at thousands, SWIM's membership (``meshlearn.overlay.swim``) is the scalable failure
+detector and the directory would ride on its piggybacked broadcasts (the scale simulation models
+that detector's delay instead).
+
+**Self-placement.** A server built without a span (``start=None``) announces itself as a joiner
+(an empty span and its capacity), asks its seeds for the directory every period, and after
+``settle_s`` takes the span that :func:`~meshlearn.swarm.placement.repair` gives it in the plan
+computed from its view: the placed servers where they are, every joiner placed one at a time in
+an order all agree on. Servers that start together see the same joiners, compute the same plan and
+so never pick the same blocks. Whenever its view loses a server, it
+recomputes the plan (filling blocks below ``target`` replicas, no improving moves) and moves if the
+plan moves it. Taking a span is a :class:`LoadSpan` task: the workspace makes the blocks ready (loads
+them from the model file in a process; the simulator's stack holds every block already); the server
+announces the span only when the load is done, and serves the old span until then.
+
+**Throughput** is measured, not declared: an exponential average of the time its executor took per
+request through its span (``rate`` is only the first guess, before any request).
+
+**Trust.** Entries relayed by a third server are accepted if their digests match the model's; only
+the owner's own entry is bound to the authenticated sender. An insider can therefore relay a
+made-up newer entry for another server (a denial of service: clients then ban that server after its
+refusals); signing entries with per-node keys would close it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from meshlearn.node import Context
+from meshlearn.swarm.directory import Announcement, Directory
+from meshlearn.swarm.nodes import SwarmClient, SwarmServer
+from meshlearn.swarm.placement import Server, repair
+from meshlearn.wire import Message
+
+__all__ = ["AnnouncingServer", "DirectoryClient", "LoadSpan", "DIR", "ASK"]
+
+DIR, ASK = "sw.dir", "sw.ask"
+
+
+@dataclass(frozen=True)
+class LoadSpan:
+    """Make blocks ``[start, end)`` ready to run (the workspace answers with None, or raises)."""
+
+    start: int
+    end: int
+    kind: str = "swarm.load"
+
+    def flops(self, workspace) -> float:
+        return 0.0
+
+
+class AnnouncingServer(SwarmServer):
+    """A swarm server in a self-organising swarm (see the module docstring)."""
+
+    def __init__(self, node_id: str, start: int | None, span: int, *, blocks: int, seeds: Sequence[str] = (),
+                 rate: float = 1.0, site: str = "A", digests: Sequence[str] | None = None, target: int = 2,
+                 announce_s: float = 1.0, ttl_s: float = 3.5, settle_s: float = 1.5, fanout: int = 2):
+        super().__init__(node_id, 0, 0)  # hosts nothing until its span is loaded
+        self.span, self.blocks, self.site, self.target = span, blocks, site, target
+        self.seeds = [s for s in seeds if s != node_id]
+        self.wanted = start  # the span start it is loading or holds (None: not placed yet)
+        self.rate, self.seq = float(rate), 0
+        self.announce_s, self.settle_s, self.fanout = announce_s, settle_s, fanout
+        self.directory = Directory(blocks, digests=digests, ttl_s=ttl_s)
+        self.loading: int | None = None  # task id of the span being loaded
+        self.submitted: dict[int, float] = {}  # request task id -> when it was submitted
+        self.moves = 0
+
+    # ----- life cycle ---------------------------------------------------------------------
+    def on_start(self, ctx: Context) -> None:
+        for seed in self.seeds:
+            ctx.send(seed, Message.make(ASK))
+        if self.wanted is None:
+            ctx.set_timer("settle", self.settle_s)
+        else:
+            self._load(ctx, self.wanted)
+        ctx.set_timer("announce", self.announce_s * ctx.rng.random())
+
+    def on_timer(self, ctx: Context, name: str) -> None:
+        if name == "settle":
+            self._load(ctx, self._planned_start())
+        elif name == "announce":
+            self._tick(ctx)
+            ctx.set_timer("announce", self.announce_s)
+
+    def _tick(self, ctx: Context) -> None:
+        if self.directory.expire(ctx.now):
+            self._replan(ctx)
+        members = sorted(set(self.directory.entries) - {self.node_id}) or self.seeds
+        self.seq += 1
+        own = self._own()
+        self.directory.offer(own, ctx.now)
+        for member in members:
+            ctx.send(member, Message.make(DIR, entries=[own.to_meta()]))
+        if self.end == self.start:  # not placed yet: keep asking for the whole view
+            for seed in self.seeds:
+                ctx.send(seed, Message.make(ASK))
+        for i in ctx.rng.permutation(len(members))[:self.fanout] if members else ():
+            ctx.send(members[int(i)], self._dir_message())
+
+    # ----- placement ----------------------------------------------------------------------
+    def _me(self) -> Server:
+        return Server(self.node_id, self.rate * self.span, self.span, self.site)
+
+    def _planned_start(self) -> int:
+        current = {s: a for s, a in self.directory.placement().items() if s != self.node_id}
+        others = {**self.directory.servers(), **self.directory.joiners()}
+        servers = {**{s: v for s, v in others.items() if s != self.node_id}, self.node_id: self._me()}
+        if self.wanted is not None:
+            current[self.node_id] = self.wanted
+        return repair(current, servers, self.blocks, target=self.target, max_moves=0)[self.node_id]
+
+    def _replan(self, ctx: Context) -> None:
+        if self.wanted is None or self.loading is not None:
+            return
+        start = self._planned_start()
+        if start != self.wanted:
+            ctx.log(f"moving from blocks {self.start}:{self.end} to {start}:{start + self.span} "
+                    "(a block fell below its replica target)")
+            self.moves += 1
+            self._load(ctx, start)
+
+    def _load(self, ctx: Context, start: int) -> None:
+        self.wanted = start
+        self.loading = ctx.submit(LoadSpan(start, start + self.span))
+
+    # ----- messages -----------------------------------------------------------------------
+    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        if msg.kind == ASK:
+            ctx.send(src, self._dir_message())
+        elif msg.kind == DIR:
+            self._merge(ctx, src, msg.meta.get("entries"))
+        else:
+            before = set(self.pending)
+            super().on_message(ctx, src, msg)
+            for task_id in set(self.pending) - before:
+                self.submitted[task_id] = ctx.now
+
+    def _merge(self, ctx: Context, src: str, entries) -> None:
+        if not isinstance(entries, list):
+            self.directory.rejected["malformed"] += 1
+            return
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("server") != self.node_id:
+                self.directory.offer(entry, ctx.now, src=src if entry.get("server") == src else None)
+
+    def _own(self) -> Announcement:
+        digests = self.directory.digests[self.start:self.end] if self.directory.digests else ()
+        return Announcement(self.node_id, self.start, self.end, self.rate, self.seq, self.site, tuple(digests),
+                            self.span)
+
+    def _dir_message(self) -> Message:
+        entries = [a.to_meta() for a in self.directory.entries.values()]
+        return Message.make(DIR, entries=entries)
+
+    def on_crash(self) -> None:
+        super().on_crash()
+        self.submitted.clear()
+        self.loading = None
+
+    # ----- executor -----------------------------------------------------------------------
+    def on_task_done(self, ctx: Context, task_id: int, result) -> None:
+        if task_id == self.loading:
+            self.loading = None
+            self.start, self.end = self.wanted, self.wanted + self.span
+            self.seq += 1
+            self.directory.offer(self._own(), ctx.now)
+            ctx.record("swarm.span_start", float(self.start))
+            return
+        began = self.submitted.pop(task_id, None)
+        if began is not None and ctx.now > began:
+            self.rate = 0.8 * self.rate + 0.2 / (ctx.now - began)
+        super().on_task_done(ctx, task_id, result)
+
+
+class DirectoryClient(SwarmClient):
+    """A :class:`~meshlearn.swarm.nodes.SwarmClient` that learns the placement from the swarm: it asks
+    its seeds (sw.ask) at start and every ``refresh_s``, keeps its own checked :class:`Directory`, and
+    routes over it (the same dicts the client routes with are updated in place)."""
+
+    def __init__(self, node_id: str, seeds: Sequence[str], blocks: int, inputs: list, *,
+                 digests: Sequence[str] | None = None, refresh_s: float = 1.0, ttl_s: float = 3.5, **client_kw):
+        super().__init__(node_id, {}, {}, blocks, inputs, **client_kw)
+        self.seeds, self.refresh_s = list(seeds), refresh_s
+        self.directory = Directory(blocks, digests=digests, ttl_s=ttl_s)
+
+    def on_start(self, ctx: Context) -> None:
+        self._ask(ctx)
+        ctx.set_timer("refresh", self.refresh_s)
+        super().on_start(ctx)
+
+    def _ask(self, ctx: Context) -> None:
+        known = sorted(self.directory.entries)
+        for seed in self.seeds + [known[int(i)] for i in ctx.rng.permutation(len(known))[:2]]:
+            ctx.send(seed, Message.make(ASK))
+
+    def on_timer(self, ctx: Context, name: str) -> None:
+        if name == "refresh":
+            self.directory.expire(ctx.now)
+            self._sync_view()
+            self._ask(ctx)
+            ctx.set_timer("refresh", self.refresh_s)
+        else:
+            super().on_timer(ctx, name)
+
+    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        if msg.kind != DIR:
+            super().on_message(ctx, src, msg)
+            return
+        entries = msg.meta.get("entries")
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict):
+                self.directory.offer(entry, ctx.now, src=src if entry.get("server") == src else None)
+        self._sync_view()
+
+    def _sync_view(self) -> None:
+        self.placement.clear()
+        self.placement.update(self.directory.placement())
+        self.servers.clear()
+        self.servers.update(self.directory.servers())
