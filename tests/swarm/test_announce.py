@@ -8,31 +8,18 @@ import numpy as np
 import pytest
 import torch
 
+from meshlearn.errors import UsageError
 from meshlearn.executors import InlineExecutor
 from meshlearn.models.zoo import build_model
 from meshlearn.net.faults import Crash
 from meshlearn.net.link import LinkSpec
 from meshlearn.overlay.simnet import overlay_simulator
-from meshlearn.swarm.announce import AnnouncingServer, DirectoryClient, LoadSpan
+from meshlearn.swarm.announce import AnnouncingServer, DirectoryClient
 from meshlearn.swarm.blocks import BlockStack, SpanWorkspace
 from meshlearn.testing import NodeHarness
 from meshlearn.wire import Message
 
 BLOCKS = 4
-
-
-class Workspace(SpanWorkspace):
-    """The simulator's stack holds every block: loading a span only records it."""
-
-    def __init__(self, stack):
-        super().__init__(stack)
-        self.loads: list[tuple[int, int]] = []
-
-    def run(self, task):
-        if isinstance(task, LoadSpan):
-            self.loads.append((task.start, task.end))
-            return None
-        return super().run(task)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +45,8 @@ def _run(model, servers, inputs, faults=(), until=60.0, latency=0.001):
     client = DirectoryClient("client", ["s0"], BLOCKS, inputs, digests=digests, site="A",
                              latency=lambda a, b: latency, timeout_s=0.3, retry_s=0.25)
     sim = overlay_simulator([*servers, client], link=LinkSpec(latency_s=latency, bandwidth_bps=1e9))
-    sim.executor = InlineExecutor(Workspace(stack))
+    sim.executor = InlineExecutor(SpanWorkspace(stack))
+    sim.stop_on = set()  # the swarm goes on after the client is done: placement is checked at `until`
     sim.schedule_faults(faults)
     sim.run(until=until)
     with torch.no_grad():
@@ -87,7 +75,7 @@ def test_crashes_are_healed_by_moving_a_spare_and_answers_stay_exact(model):
     servers = _swarm(model[2])
     crash = [Crash(8.0, "s1"), Crash(8.0, "s2")]
     client, sim, expected = _run(model, servers, _inputs(400), faults=crash, until=80.0, latency=0.01)
-    assert sim.now > 15.0  # the requests went on well past the crashes
+    assert max(client.outputs) == 399 and sim.sink.series("hop_failures")  # requests were in flight at the crashes
     alive = {s.node_id for s in servers} - {"s1", "s2"}
     assert min(_replicas(servers, alive)) >= 2  # 4 servers x 2 blocks: every block back at its target
     assert sum(s.moves for s in servers) <= 2  # only what the two crashes needed
@@ -107,11 +95,36 @@ def test_a_server_announcing_blocks_it_does_not_hold_is_refused_and_never_used(m
 
 def test_forged_and_malformed_directory_messages_are_counted(model):
     h = NodeHarness(AnnouncingServer("s0", 0, 2, blocks=BLOCKS, digests=model[2]), peers=["s1", "s2"],
-                    executor=InlineExecutor(Workspace(model[1])))
+                    executor=InlineExecutor(SpanWorkspace(model[1])))
     good = {"server": "s1", "start": 2, "end": 4, "rate": 3.0, "seq": 1, "digests": model[2][2:4]}
     h.deliver("s2", Message.make("sw.dir", entries=[{**good, "seq": 9, "server": "s2", "start": 7}]))
     h.deliver("s2", Message.make("sw.dir", entries="junk"))
     h.deliver("s1", Message.make("sw.dir", entries=[good]))
-    h.deliver("s1", Message.make("sw.dir", entries=[good]))  # the same again: a replay
+    h.deliver("s1", Message.make("sw.dir", entries=[{**good, "seq": 0}]))  # older news from the server itself
     d = h.node.directory
     assert sorted(d.entries) == ["s0", "s1"] and dict(d.rejected) == {"span": 1, "malformed": 1, "stale": 1}
+
+
+def test_a_process_workspace_loads_a_new_span_from_the_model_file_and_drops_the_old(model, tmp_path):
+    from meshlearn.swarm.tasks import LoadSpan, SpanTask
+
+    net, stack, digests = model
+    path = stack.save(tmp_path / "m.safetensors")
+    assert BlockStack.file_digests(path) == digests
+    ws = SpanWorkspace(BlockStack.load(path, 0, 2), model=path)
+    ws.run(LoadSpan(1, 3))
+    assert ws.stack.held == (1, 2)
+    with torch.no_grad():
+        h = stack.run_span(0, 1, _inputs(1)[0])
+        expected = stack.run_span(1, 3, h).numpy()
+    assert np.array_equal(ws.run(SpanTask(1, 3, h.numpy())).y, expected)
+    with pytest.raises(UsageError, match="no model file"):
+        SpanWorkspace(BlockStack.load(path, 0, 1)).run(LoadSpan(2, 4))
+
+
+def test_servers_that_placed_themselves_on_stale_views_spread_out_by_filling_the_gap(model):
+    ids = [f"s{i}" for i in range(4)]
+    servers = [AnnouncingServer(sid, 0, 2, blocks=BLOCKS, seeds=ids[:1], digests=model[2], target=2) for sid in ids]
+    client, _, expected = _run(model, servers, _inputs(30), until=20.0)
+    assert _replicas(servers, set(ids)) == [2, 2, 2, 2] and sum(s.moves for s in servers) == 2
+    assert len(client.outputs) == 30 and all(np.array_equal(client.outputs[i], expected[i]) for i in range(30))

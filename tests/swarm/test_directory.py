@@ -30,6 +30,7 @@ def test_accepted_announcements_become_the_placement_and_the_routing_view():
     (ann(rate=float("nan")), "malformed"), (ann(rate=-1.0), "malformed"), (ann(rate=True), "malformed"),
     ({**ann(), "start": "0"}, "malformed"), ({"server": "s0"}, "malformed"), (ann(digests=None), "malformed"),
     (ann(start=2, end=6), "span"), (ann(start=2, end=2), "span"), (ann(digests=["d0"]), "span"),
+    (ann(addr=7300), "malformed"), (ann(addr="x" * 300), "malformed"),
     (ann(digests=["d0", "zz"]), "digest"),  # a server announcing a block it does not hold
 ])
 def test_bad_announcements_are_refused_and_counted_by_reason(bad, reason):
@@ -42,9 +43,11 @@ def test_a_forged_sender_and_replays_are_refused():
     d = Directory(4, digests=DIGESTS)
     assert d.offer(ann("s0", seq=5), 0.0, src="s9") == "forged"
     assert d.offer(ann("s0", seq=5), 0.0, src="s0") is None
-    assert d.offer(ann("s0", 2, 4, seq=5), 0.1) == "stale" and d.offer(ann("s0", 2, 4, seq=4), 0.1) == "stale"
+    assert d.offer(ann("s0", 2, 4, seq=4), 0.1, src="s0") == "stale"  # the server itself never goes back
+    assert d.offer(ann("s0", 2, 4, seq=4), 0.1) == "stale"  # a late relayed copy: ignored, not counted
+    assert d.offer(ann("s0", 2, 4, seq=5), 0.1) == "duplicate"  # the same news by another way: not counted
     assert d.offer(ann("s0", 2, 4, seq=6), 0.2) is None and d.placement() == {"s0": 2}  # it moved
-    assert dict(d.rejected) == {"forged": 1, "stale": 2}
+    assert dict(d.rejected) == {"forged": 1, "stale": 1}
 
 
 def test_silent_servers_expire_and_a_replay_cannot_bring_a_dead_one_back():
@@ -53,7 +56,8 @@ def test_silent_servers_expire_and_a_replay_cannot_bring_a_dead_one_back():
     d.offer(ann("s1", 2, 4, seq=1), 0.0)
     d.offer(ann("s1", 2, 4, seq=2), 2.0)
     assert d.expire(3.5) == ["s0"] and d.placement() == {"s1": 2}
-    assert d.offer(ann("s0", seq=1), 3.6) == "stale"  # the old announcement, replayed
+    assert d.offer(ann("s0", seq=1), 3.6, src="s0") == "duplicate"  # the old announcement, replayed
+    assert d.placement() == {"s1": 2}
     d.drop("s1")
     assert d.placement() == {} and d.offer(ann("s1", 2, 4, seq=3), 4.0) is None  # a newer one: back
 
@@ -62,7 +66,7 @@ def test_rows_for_status_and_bad_construction():
     d = Directory(4)
     d.offer(ann("s0"), 1.0)
     assert d.table(2.5) == [{"server": "s0", "blocks": "0:2", "rate": 10.0, "site": "A", "seq": 1, "age_s": 1.5}]
-    assert Announcement.from_meta(ann()).to_meta() == {**ann(), "capacity": 0}
+    assert Announcement.from_meta(ann()).to_meta() == {**ann(), "capacity": 0, "addr": ""}
     with pytest.raises(UsageError):
         Directory(4, digests=["x"])
     with pytest.raises(UsageError):

@@ -60,8 +60,8 @@ __all__ = ["app", "main", "command"]
 # models): loaded only when one of their commands runs. name -> (module, typer app attribute, help).
 LAZY_GROUPS = {"split": ("meshlearn.cli.split", "split_app", "Split computing: train, COMtune and search split "
                          "models; serve the tail and run the head over UDP; MWJC link/model bandit."),
-               "swarm": ("meshlearn.cli.swarm", "swarm_app", "A model partitioned across server processes: init, "
-                         "serve a span of blocks, infer through them with failover.")}
+               "swarm": ("meshlearn.cli.swarm", "swarm_app", "A model partitioned across server processes that "
+                         "place themselves: serve, status, infer and generate with failover, pipeline training.")}
 
 
 class _LazyGroup(click.Group):

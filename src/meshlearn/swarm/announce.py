@@ -20,11 +20,13 @@ that detector's delay instead).
 ``settle_s`` takes the span that :func:`~meshlearn.swarm.placement.repair` gives it in the plan
 computed from its view: the placed servers where they are, every joiner placed one at a time in
 an order all agree on. Servers that start together see the same joiners, compute the same plan and
-so never pick the same blocks. Whenever its view loses a server, it
-recomputes the plan (filling blocks below ``target`` replicas, no improving moves) and moves if the
-plan moves it. Taking a span is a :class:`LoadSpan` task: the workspace makes the blocks ready (loads
-them from the model file in a process; the simulator's stack holds every block already); the server
-announces the span only when the load is done, and serves the old span until then.
+so never pick the same blocks. It does not place itself before it has heard from a seed (up to
+``settle_max_s``). Whenever its view loses a server or shows a block below ``target`` replicas
+(servers that placed themselves on stale views), it recomputes the plan (filling blocks below
+``target``, no improving moves) and moves if the plan moves it. Taking a span is a
+:class:`~meshlearn.swarm.tasks.LoadSpan` task: the workspace makes the blocks ready (loads them from
+the model file in a process; the simulator's stack holds every block already); the server announces
+the span only when the load is done, and serves the old span until then.
 
 **Throughput** is measured, not declared: an exponential average of the time its executor took per
 request through its span (``rate`` is only the first guess, before any request).
@@ -37,44 +39,40 @@ refusals); signing entries with per-node keys would close it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
-from meshlearn.node import Context
+from meshlearn.node import Context, Node
 from meshlearn.swarm.directory import Announcement, Directory
+from meshlearn.swarm.generate import GenerationClient
 from meshlearn.swarm.nodes import SwarmClient, SwarmServer
 from meshlearn.swarm.placement import Server, repair
+from meshlearn.swarm.tasks import LoadSpan
 from meshlearn.wire import Message
 
-__all__ = ["AnnouncingServer", "DirectoryClient", "LoadSpan", "DIR", "ASK"]
+__all__ = ["ASK", "DIR", "AnnouncingServer", "DirectoryClient", "DirectoryGenerator", "FollowsDirectory",
+           "StatusProbe"]
 
 DIR, ASK = "sw.dir", "sw.ask"
 
 
-@dataclass(frozen=True)
-class LoadSpan:
-    """Make blocks ``[start, end)`` ready to run (the workspace answers with None, or raises)."""
-
-    start: int
-    end: int
-    kind: str = "swarm.load"
-
-    def flops(self, workspace) -> float:
-        return 0.0
-
-
 class AnnouncingServer(SwarmServer):
-    """A swarm server in a self-organising swarm (see the module docstring)."""
+    """A swarm server in a self-organising swarm (see the module docstring). ``start=None``: place
+    itself; ``movable=False``: keep the span it was given (an operator's choice) and only announce it;
+    ``span``: how many blocks it holds; ``addr``/``learn``: see :func:`_take`."""
 
     def __init__(self, node_id: str, start: int | None, span: int, *, blocks: int, seeds: Sequence[str] = (),
                  rate: float = 1.0, site: str = "A", digests: Sequence[str] | None = None, target: int = 2,
-                 announce_s: float = 1.0, ttl_s: float = 3.5, settle_s: float = 1.5, fanout: int = 2):
-        super().__init__(node_id, 0, 0)  # hosts nothing until its span is loaded
+                 announce_s: float = 1.0, ttl_s: float = 3.5, settle_s: float = 1.5, settle_max_s: float = 15.0,
+                 fanout: int = 2,
+                 addr: str = "", learn: Callable[[str, str], None] | None = None, movable: bool = True,
+                 **server_kw):
+        super().__init__(node_id, 0, 0, **server_kw)  # hosts nothing until its span is loaded
+        self.addr, self.learn, self.movable = addr, learn, movable
         self.span, self.blocks, self.site, self.target = span, blocks, site, target
         self.seeds = [s for s in seeds if s != node_id]
         self.wanted = start  # the span start it is loading or holds (None: not placed yet)
         self.rate, self.seq = float(rate), 0
-        self.announce_s, self.settle_s, self.fanout = announce_s, settle_s, fanout
+        self.announce_s, self.settle_s, self.settle_max_s, self.fanout = announce_s, settle_s, settle_max_s, fanout
         self.directory = Directory(blocks, digests=digests, ttl_s=ttl_s)
         self.loading: int | None = None  # task id of the span being loaded
         self.submitted: dict[int, float] = {}  # request task id -> when it was submitted
@@ -82,6 +80,7 @@ class AnnouncingServer(SwarmServer):
 
     # ----- life cycle ---------------------------------------------------------------------
     def on_start(self, ctx: Context) -> None:
+        super().on_start(ctx)
         for seed in self.seeds:
             ctx.send(seed, Message.make(ASK))
         if self.wanted is None:
@@ -92,13 +91,21 @@ class AnnouncingServer(SwarmServer):
 
     def on_timer(self, ctx: Context, name: str) -> None:
         if name == "settle":
-            self._load(ctx, self._planned_start())
+            if self.seeds and not set(self.seeds) & set(self.directory.entries) and ctx.now < self.settle_max_s:
+                ctx.set_timer("settle", self.settle_s)  # no seed heard yet: placing now would be blind
+                return
+            start = self._planned_start()
+            ctx.log(f"placing itself on blocks {start}:{start + self.span}; view: "
+                    f"{len(self.directory.placement())} placed, {len(self.directory.joiners())} joining")
+            self._load(ctx, start)
         elif name == "announce":
             self._tick(ctx)
             ctx.set_timer("announce", self.announce_s)
+        else:
+            super().on_timer(ctx, name)
 
     def _tick(self, ctx: Context) -> None:
-        if self.directory.expire(ctx.now):
+        if self.directory.expire(ctx.now) or min(self.directory.replicas()) < self.target:
             self._replan(ctx)
         members = sorted(set(self.directory.entries) - {self.node_id}) or self.seeds
         self.seq += 1
@@ -125,7 +132,7 @@ class AnnouncingServer(SwarmServer):
         return repair(current, servers, self.blocks, target=self.target, max_moves=0)[self.node_id]
 
     def _replan(self, ctx: Context) -> None:
-        if self.wanted is None or self.loading is not None:
+        if self.wanted is None or self.loading is not None or not self.movable:
             return
         start = self._planned_start()
         if start != self.wanted:
@@ -156,12 +163,12 @@ class AnnouncingServer(SwarmServer):
             return
         for entry in entries:
             if isinstance(entry, dict) and entry.get("server") != self.node_id:
-                self.directory.offer(entry, ctx.now, src=src if entry.get("server") == src else None)
+                _take(self.directory, entry, ctx.now, src, self.learn)
 
     def _own(self) -> Announcement:
         digests = self.directory.digests[self.start:self.end] if self.directory.digests else ()
         return Announcement(self.node_id, self.start, self.end, self.rate, self.seq, self.site, tuple(digests),
-                            self.span)
+                            self.span, self.addr)
 
     def _dir_message(self) -> Message:
         entries = [a.to_meta() for a in self.directory.entries.values()]
@@ -176,6 +183,8 @@ class AnnouncingServer(SwarmServer):
     def on_task_done(self, ctx: Context, task_id: int, result) -> None:
         if task_id == self.loading:
             self.loading = None
+            if self.end > self.start and self.start != self.wanted:
+                self.sessions.clear()  # generation caches of the old span: their clients replay elsewhere
             self.start, self.end = self.wanted, self.wanted + self.span
             self.seq += 1
             self.directory.offer(self._own(), ctx.now)
@@ -187,15 +196,26 @@ class AnnouncingServer(SwarmServer):
         super().on_task_done(ctx, task_id, result)
 
 
-class DirectoryClient(SwarmClient):
-    """A :class:`~meshlearn.swarm.nodes.SwarmClient` that learns the placement from the swarm: it asks
-    its seeds (sw.ask) at start and every ``refresh_s``, keeps its own checked :class:`Directory`, and
-    routes over it (the same dicts the client routes with are updated in place)."""
+def _take(directory: Directory, entry: dict, now: float, src: str, learn) -> None:
+    """Offer one gossiped entry (bound to the sender when it is the sender's own); tell the driver where
+    an accepted server listens (``learn(server, "HOST:PORT")``: a process adds it to its address book)."""
+    if directory.offer(entry, now, src=src if entry.get("server") == src else None) is None and learn is not None:
+        ann = directory.entries[entry["server"]]
+        if ann.addr:
+            learn(ann.server, ann.addr)
 
-    def __init__(self, node_id: str, seeds: Sequence[str], blocks: int, inputs: list, *,
-                 digests: Sequence[str] | None = None, refresh_s: float = 1.0, ttl_s: float = 3.5, **client_kw):
-        super().__init__(node_id, {}, {}, blocks, inputs, **client_kw)
-        self.seeds, self.refresh_s = list(seeds), refresh_s
+
+class FollowsDirectory:
+    """Mixin for a client node (before :class:`~meshlearn.swarm.nodes.SwarmClient` or
+    :class:`~meshlearn.swarm.generate.GenerationClient` in the bases): it learns the placement from the
+    swarm instead of being given one. It asks its seeds (sw.ask) at start and every ``refresh_s`` (and two
+    servers it knows), keeps its own checked :class:`Directory`, and updates in place the ``placement`` and
+    ``servers`` dicts the client routes with."""
+
+    def __init__(self, node_id: str, seeds: Sequence[str], blocks: int, *args, digests: Sequence[str] | None = None,
+                 refresh_s: float = 1.0, ttl_s: float = 3.5, learn: Callable[[str, str], None] | None = None, **kw):
+        super().__init__(node_id, {}, {}, blocks, *args, **kw)
+        self.seeds, self.refresh_s, self.learn = list(seeds), refresh_s, learn
         self.directory = Directory(blocks, digests=digests, ttl_s=ttl_s)
 
     def on_start(self, ctx: Context) -> None:
@@ -224,7 +244,7 @@ class DirectoryClient(SwarmClient):
         entries = msg.meta.get("entries")
         for entry in entries if isinstance(entries, list) else ():
             if isinstance(entry, dict):
-                self.directory.offer(entry, ctx.now, src=src if entry.get("server") == src else None)
+                _take(self.directory, entry, ctx.now, src, self.learn)
         self._sync_view()
 
     def _sync_view(self) -> None:
@@ -232,3 +252,44 @@ class DirectoryClient(SwarmClient):
         self.placement.update(self.directory.placement())
         self.servers.clear()
         self.servers.update(self.directory.servers())
+
+
+class DirectoryClient(FollowsDirectory, SwarmClient):
+    """Stateless requests (``SwarmClient``) over the placement the swarm announces:
+    ``DirectoryClient(id, seeds, blocks, inputs, digests=..., site=..., latency=...)``."""
+
+
+class DirectoryGenerator(FollowsDirectory, GenerationClient):
+    """Generation (``GenerationClient``) over the placement the swarm announces:
+    ``DirectoryGenerator(id, seeds, blocks, prompt, tokens, digests=..., site=..., latency=...)``."""
+
+
+class StatusProbe(Node):
+    """Asks its seeds for the directory, then every server it learns of, and stops after ``wait_s``:
+    ``directory`` then holds what the swarm announces (what ``meshlearn swarm status`` prints)."""
+
+    def __init__(self, node_id: str, seeds: Sequence[str], blocks: int, *, digests: Sequence[str] | None = None,
+                 wait_s: float = 1.5, learn: Callable[[str, str], None] | None = None):
+        super().__init__(node_id)
+        self.seeds, self.wait_s, self.learn = list(seeds), wait_s, learn
+        self.directory = Directory(blocks, digests=digests, ttl_s=max(wait_s, 1.0) * 10)
+        self.asked: set[str] = set()
+
+    def on_start(self, ctx: Context) -> None:
+        self._ask(ctx, self.seeds)
+        ctx.set_timer("done", self.wait_s)
+
+    def _ask(self, ctx: Context, servers) -> None:
+        for server in sorted(set(servers) - self.asked):
+            self.asked.add(server)
+            ctx.send(server, Message.make(ASK))
+
+    def on_message(self, ctx: Context, src: str, msg: Message) -> None:
+        entries = msg.meta.get("entries") if msg.kind == DIR else None
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict):
+                _take(self.directory, entry, ctx.now, src, self.learn)
+        self._ask(ctx, [s for s, a in self.directory.entries.items() if a.addr or s in self.seeds])
+
+    def on_timer(self, ctx: Context, name: str) -> None:
+        ctx.stop()

@@ -29,15 +29,20 @@ tensor ``blocks.{i}.{key}`` is entry ``key`` of block i's state dict; the meta h
 Generation (GPT stacks): :meth:`~BlockStack.step` runs block i on the new positions only, with a
 :class:`BlockCache` of what it saw before; a replacement server rebuilds a lost cache with one ``step``
 over the block's input history. Runs keep the caller's grad mode (wrap inference in ``torch.no_grad()``).
+:class:`SpanWorkspace` runs a server's :class:`~meshlearn.swarm.tasks.StepTask` s: the caches come in
+with the task as plain numpy data and go back in the result (the server node keeps them; the workspace
+holds no session state). :func:`generate_local` is the single-process reference of swarm generation.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,12 +51,12 @@ from torch import nn
 from meshlearn.errors import ProtocolError, StoreError, UsageError
 from meshlearn.learn.params import mismatches
 from meshlearn.learn.torchio import set_params, state_to_numpy
-from meshlearn.models.gpt import GPT, GPTConfig, build_gpt
+from meshlearn.models.gpt import GPT, GPTConfig, KVCache, build_gpt
 from meshlearn.models.zoo import build_model
-from meshlearn.swarm.tasks import SpanResult
+from meshlearn.swarm.tasks import CachedBlock, LoadSpan, SpanResult, StepResult, StepTask
 from meshlearn.wire.files import load_tensors, save_tensors
 
-__all__ = ["FORMAT", "ActivationSpec", "BlockCache", "BlockStack", "SpanWorkspace"]
+__all__ = ["FORMAT", "ActivationSpec", "BlockCache", "BlockStack", "SpanWorkspace", "generate_local"]
 
 FORMAT = "meshlearn.swarm/1"
 
@@ -175,7 +180,17 @@ class BlockStack:
         if missing:
             raise UsageError(f"save needs all {self.num_blocks} blocks, this stack lacks {missing}")
         tensors = {f"blocks.{i}.{k}": v for i in range(self.num_blocks) for k, v in self.export_block(i).items()}
-        return save_tensors(Path(path), tensors, {"format": FORMAT, "recipe": self.recipe, "groups": list(self.groups)})
+        meta = {"format": FORMAT, "recipe": self.recipe, "groups": list(self.groups),
+                "digests": [self.digest(i) for i in range(self.num_blocks)]}
+        return save_tensors(Path(path), tensors, meta)
+
+    @staticmethod
+    def file_digests(path: str | Path) -> list[str] | None:
+        """The per-block digests a model file was saved with (reads only its header; None: an older file
+        without them). What a directory checks announcements against."""
+        _, meta = load_tensors(path, names=())
+        digests = meta.get("digests")
+        return list(digests) if isinstance(digests, list) else None
 
     # ------------------------------------------------------------------ what is held
     @property
@@ -291,26 +306,94 @@ class BlockStack:
         return range(start, stop)
 
 
-
 class SpanWorkspace:
     """The executor workspace of swarm servers: runs :class:`~meshlearn.swarm.tasks.SpanTask` s on a stack.
 
     ``run`` returns a SpanResult: the output activation as a numpy array, or the reason the input is not
     a valid activation at the task's boundary (the peer that sent it misbehaved).
-    ``flops_per_block`` sets the simulated compute of one block for one sample (0: instantaneous)."""
+    ``flops_per_block`` sets the simulated compute of one block for one sample (0: instantaneous).
+    ``model``: the model file a :class:`~meshlearn.swarm.tasks.LoadSpan` reads blocks from (a server
+    process); without it the stack must already hold the span (the simulator's holds every block)."""
 
-    def __init__(self, stack: BlockStack, flops_per_block: float = 0.0):
-        self.stack, self.flops_per_block = stack, flops_per_block
+    def __init__(self, stack: BlockStack, flops_per_block: float = 0.0, model: str | Path | None = None):
+        self.stack, self.flops_per_block, self.model = stack, flops_per_block, model
 
-    def run(self, task: Any) -> SpanResult:
+    def run(self, task: Any) -> SpanResult | StepResult | None:
+        if isinstance(task, StepTask):
+            return self.step(task)
+        if isinstance(task, LoadSpan):
+            return self.load(task)
         try:
             with torch.no_grad():
                 return SpanResult(self.stack.run_span(task.start, task.end, task.x).numpy())
         except ProtocolError as exc:
             return SpanResult(None, str(exc))
 
+    def load(self, task: LoadSpan) -> None:
+        """Hold blocks ``[start, end)``: read the missing ones from ``model``; with a model file, drop the rest."""
+        span = self.stack._span(task.start, task.end)
+        missing = [i for i in span if i not in self.stack.held]
+        if missing and self.model is None:
+            raise UsageError(f"blocks {missing} are not held and this workspace has no model file to load them from")
+        if missing:
+            fresh = BlockStack.load(self.model, missing[0], missing[-1] + 1)
+            for i in missing:
+                self.stack.import_block(i, fresh.export_block(i))
+        if self.model is not None:
+            for i in [i for i in self.stack.held if i not in span]:
+                self.stack.drop(i)
+
+    def step(self, task: StepTask) -> StepResult:
+        """One generation step of blocks ``[start, end)`` with the caches the task carries (see tasks.py)."""
+        if len(task.caches) != task.end - task.start:
+            raise UsageError(f"a step over blocks [{task.start}, {task.end}) needs one cache entry per block, "
+                             f"got {len(task.caches)}")
+        y, out = task.x, []
+        try:
+            with torch.no_grad():
+                for i, plain in zip(range(task.start, task.end), task.caches):
+                    y, cache = self.stack.step(i, y, _from_plain(i, plain))
+                    out.append(_to_plain(cache))
+        except ProtocolError as exc:
+            return StepResult(None, (), str(exc))
+        return StepResult(y.numpy(), tuple(out))
+
     def span_flops(self, start: int, end: int, x: np.ndarray) -> float:
         return self.flops_per_block * (end - start) * (len(x) if np.ndim(x) else 1)
+
+    def step_flops(self, start: int, end: int, x: np.ndarray) -> float:
+        """A step's share of a full-sequence run: the new positions over the context."""
+        context = self.stack.specs[start].max_len or 1
+        positions = x.shape[1] if np.ndim(x) > 1 else 1
+        return self.span_flops(start, end, x) * positions / context
+
+
+def generate_local(stack: BlockStack, tokens: np.ndarray, n: int,
+                   pick: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``n`` tokens after ``tokens`` ``(N, T)`` on one stack holding every block: the single-process reference
+    of swarm generation (``pick`` maps last-position logits ``(N, vocab)`` to the next ids ``(N,)``)."""
+    caches: list[BlockCache | None] = [None] * stack.num_blocks
+    x, out = np.asarray(tokens, dtype=np.int64), []
+    with torch.no_grad():
+        for _ in range(n):
+            y = x
+            for i in range(stack.num_blocks):
+                y, caches[i] = stack.step(i, y, caches[i])
+            out.append(np.asarray(pick(y[:, -1].numpy()), dtype=np.int64))
+            x = out[-1][:, None]
+    return np.stack(out, 1) if out else np.zeros((len(x), 0), np.int64)
+
+
+def _to_plain(cache: BlockCache) -> CachedBlock:
+    states = tuple((s.k.numpy(), s.v.numpy()) if isinstance(s, KVCache) else s for s in cache.states)
+    return CachedBlock(cache.length, cache.batch, states)
+
+
+def _from_plain(i: int, plain: CachedBlock | None) -> BlockCache | None:
+    if plain is None:
+        return None
+    states = tuple(KVCache(_tensor(s[0]), _tensor(s[1])) if isinstance(s, tuple) else s for s in plain.states)
+    return BlockCache(i, plain.batch, plain.length, states)
 
 
 # ---------------------------------------------------------------------- skeletons and specs
@@ -343,7 +426,7 @@ def _group(model: nn.Module, groups: tuple[int, ...]) -> list[nn.Sequential]:
     if not isinstance(model, nn.Sequential) or sum(groups) != len(children) or min(groups, default=0) < 1:
         raise UsageError(f"groups {groups} do not cut a sequential model of {len(children)} layers")
     bounds = np.cumsum((0, *groups))
-    return [nn.Sequential(*children[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [nn.Sequential(*children[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def _specs(recipe: dict[str, Any], skeleton: list[nn.Sequential]) -> tuple[ActivationSpec, ...]:

@@ -2,7 +2,8 @@
 
 Every server announces, over and over, what it holds and how fast it runs it::
 
-    {"server": "s3", "start": 4, "end": 8, "rate": 52.0, "site": "A", "seq": 17, "digests": ["9f2c…", …]}
+    {"server": "s3", "start": 4, "end": 8, "rate": 52.0, "site": "A", "seq": 17, "digests": ["9f2c…", …],
+     "addr": "10.0.0.7:7300"}
 
 A server that has not placed itself yet announces an empty span (``start == end``) with the
 ``capacity`` (blocks) it can hold: it is a **joiner**, not routable, but in every view, so all the
@@ -10,7 +11,8 @@ servers that compute a plan place the joiners together and never on the same blo
 
 ``seq`` grows with each announcement of that server (only its owner raises it), ``rate`` is the
 throughput it measured (requests/s through its span), ``digests`` are the SHA-256 digests of the
-blocks it holds (:meth:`meshlearn.swarm.blocks.BlockStack.digest`). A :class:`Directory` keeps the
+blocks it holds (:meth:`meshlearn.swarm.blocks.BlockStack.digest`), ``addr`` where it listens (real
+processes; empty in the simulator). A :class:`Directory` keeps the
 newest announcement per server and is the view that placement (``placement.py``) and routing
 (``routing.py``) take. It refuses, and counts by reason in ``rejected``:
 
@@ -19,7 +21,11 @@ newest announcement per server and is the view that placement (``placement.py``)
 * ``digest``: a block whose digest is not the model's (a server announcing blocks it does not
   hold, or other weights; checked when the directory knows the model's digests);
 * ``forged``: an announcement about server X sent directly by someone else (``src`` given);
-* ``stale``: a ``seq`` not newer than the one held (a replay, or an old copy gossiped late).
+* ``stale``: a ``seq`` older than the newest taken, sent by the server itself (a replay: an honest
+  server never goes back).
+
+Older or equal copies relayed by others are normal in gossip (a copy that took a longer way): they
+are ignored (``offer`` says ``"stale"`` / ``"duplicate"``) but not counted as rejections.
 
 An entry not refreshed by a newer ``seq`` within ``ttl_s`` expires (:meth:`expire`); a server that
 the membership layer declares dead is dropped at once (:meth:`drop`). Pure state: time is an argument.
@@ -52,6 +58,7 @@ class Announcement:
     site: str = "A"
     digests: tuple[str, ...] = ()
     capacity: int = 0  # blocks it can hold (a joiner's only size); 0: its span's length
+    addr: str = ""  # HOST:PORT it listens on (real processes)
 
     @property
     def placed(self) -> bool:
@@ -60,22 +67,23 @@ class Announcement:
     def to_meta(self) -> dict[str, Any]:
         """Plain JSON for a message's meta."""
         return {"server": self.server, "start": self.start, "end": self.end, "rate": self.rate, "seq": self.seq,
-                "site": self.site, "digests": list(self.digests), "capacity": self.capacity}
+                "site": self.site, "digests": list(self.digests), "capacity": self.capacity,
+                "addr": self.addr}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Announcement | None:
         """The announcement in ``meta``, or None when a field is missing or of the wrong type."""
         try:
             fields = (meta["server"], meta["start"], meta["end"], meta["rate"], meta["seq"], meta.get("site", "A"))
-            digests, capacity = tuple(meta.get("digests", ())), meta.get("capacity", 0)
+            digests, capacity, addr = tuple(meta.get("digests", ())), meta.get("capacity", 0), meta.get("addr", "")
         except (KeyError, TypeError, AttributeError):
             return None
         server, start, end, rate, seq, site = fields
         if not (isinstance(server, str) and server and isinstance(site, str) and _ints(start, end, seq, capacity)
                 and isinstance(rate, (int, float)) and not isinstance(rate, bool)
-                and all(isinstance(d, str) for d in digests)):
+                and all(isinstance(d, str) for d in digests) and isinstance(addr, str) and len(addr) <= 255):
             return None
-        return cls(server, start, end, float(rate), seq, site, digests, capacity)
+        return cls(server, start, end, float(rate), seq, site, digests, capacity, addr)
 
     def as_server(self) -> Server:
         """The placement/routing view: ``rate`` spread over the span's blocks, ``capacity`` its length."""
@@ -109,7 +117,8 @@ class Directory:
         ann = meta if isinstance(meta, Announcement) else Announcement.from_meta(meta)
         reason = self._problem(ann, src)
         if reason is not None:
-            self.rejected[reason] += 1
+            if reason != "duplicate" and (reason != "stale" or src is not None):
+                self.rejected[reason] += 1
             return reason
         self.entries[ann.server], self.seen_at[ann.server] = ann, now
         self.last_seq[ann.server] = ann.seq
@@ -124,7 +133,8 @@ class Directory:
             return "digest"
         if src is not None and src != ann.server:
             return "forged"
-        return "stale" if ann.seq <= self.last_seq.get(ann.server, -1) else None
+        last = self.last_seq.get(ann.server, -1)
+        return "stale" if ann.seq < last else "duplicate" if ann.seq == last else None
 
     def _span_ok(self, ann: Announcement) -> bool:
         if not ann.placed:  # a joiner: nothing held, a size that fits the model

@@ -13,7 +13,13 @@ Rules, one per arm of the issue-13 benchmark:
   server where it is, places joiners one at a time (in id order) on the weakest window, moves the
   least-needed servers onto blocks below the replica target, and then makes at most
   ``max_moves`` moves that raise the bottleneck by more than ``gain`` (hysteresis). With the view
-  fixed, every move strictly raises the bottleneck, so it cannot oscillate.
+  fixed, every move strictly raises the bottleneck, so it cannot oscillate. It scales to 10,000
+  servers: per-block throughput and replicas are tallied once (vectorized) and updated per move in
+  O(span); throughput is counted in integer units (``UNIT``), so sums are exact and the plan depends
+  on the view's contents only, never on the order a server happens to hold it in; ``movers`` bounds
+  the improving-move search to the servers on the most over-provisioned spans (None: all servers,
+  which gave the same plans as the original O(n²) search on every view compared, and
+  bench_placement.py figures unchanged).
 * ``petals_best_start`` / ``petals_should_move``: Petals' rule (``block_selection.py``): a joiner
   takes the window whose sorted throughputs are lexicographically smallest; a server moves only
   if its simulation of everyone re-choosing lifts the swarm's throughput by more than
@@ -63,10 +69,13 @@ def block_throughput(placement: dict[str, int], servers: dict[str, Server], bloc
 
 
 def replicas(placement: dict[str, int], servers: dict[str, Server], blocks: int) -> np.ndarray:
-    out = np.zeros(blocks, dtype=int)
-    for sid, start in placement.items():
-        out[start:start + servers[sid].span_len(blocks)] += 1
-    return out
+    """How many servers host each block (vectorized: 10,000 servers in about a millisecond)."""
+    starts = np.fromiter(placement.values(), dtype=np.int64, count=len(placement))
+    caps = np.fromiter((servers[s].capacity for s in placement), dtype=np.int64, count=len(placement))
+    diff = np.zeros(blocks + 1, dtype=int)
+    np.add.at(diff, starts, 1)
+    np.add.at(diff, starts + np.clip(caps, 1, blocks), -1)
+    return np.cumsum(diff[:-1])
 
 
 def bottleneck(placement: dict[str, int], servers: dict[str, Server], blocks: int) -> float:
@@ -96,80 +105,195 @@ def weakest_start(server: Server, throughput: np.ndarray, reps: np.ndarray, targ
 
 # ----- ours: one deterministic plan per view ---------------------------------------------------
 
+UNIT = 2 ** 32  # throughput is tallied in integer 2**-32 requests/s: sums are exact and order-free
+_LIMIT = 2 ** 62  # int64 headroom: a window sum of the swarm's whole rate must stay below it
+
+
 def repair(current: dict[str, int], servers: dict[str, Server], blocks: int, *, target: int = 2,
-           max_moves: int = 1, gain: float = 1.1, recent: dict[str, set[int]] | None = None) -> dict[str, int]:
+           max_moves: int = 1, gain: float = 1.1, recent: dict[str, set[int]] | None = None,
+           movers: int | None = None) -> dict[str, int]:
     """The placement every server computes from the same view (``current``: live servers' spans;
     ``servers``: every live server, joiners included; ``recent``: starts each server left lately,
     announced with its span, which improving moves never go back to). Deterministic; see the module
-    docstring."""
+    docstring. ``movers``: how many servers an improving move is searched among (the ones on the
+    most over-provisioned spans); None: all of them. Cost per call: O(n) array work plus
+    O(movers x blocks) per move, so 10,000 servers re-plan in milliseconds."""
     if blocks < 1 or target < 1:
         raise UsageError(f"blocks and target must be >= 1, got {blocks} and {target}")
+    if movers is not None and movers < 1:
+        raise UsageError(f"movers must be >= 1 (or None: every server), got {movers}")
     plan = {s: start for s, start in current.items() if s in servers}
+    tally = _Tally(plan, servers, blocks)
     for sid in sorted((s for s in servers if s not in plan), key=_order):
-        plan[sid] = _best_for(sid, plan, servers, blocks, target)
-    _fill_deficits(plan, servers, blocks, target)
+        tally.place(plan, sid, tally.best_for(sid, None, target))
+    _fill_deficits(plan, tally, target)
     for _ in range(max_moves):
-        if not _improve(plan, servers, blocks, target, gain, recent or {}):
+        if not _improve(plan, tally, target, gain, recent or {}, movers):
             break
     return plan
 
 
 def _order(sid: str) -> str:
     """A stable order every server agrees on, not biased by naming (ids sorted by their hash)."""
-    return hashlib.sha256(sid.encode()).hexdigest()
+    key = _ORDER.get(sid)
+    if key is None:
+        key = _ORDER[sid] = hashlib.sha256(sid.encode()).hexdigest()
+    return key
 
 
-def _best_for(sid: str, plan: dict[str, int], servers: dict[str, Server], blocks: int, target: int) -> int:
-    others = {s: v for s, v in plan.items() if s != sid}
-    return weakest_start(servers[sid], block_throughput(others, servers, blocks),
-                         replicas(others, servers, blocks), target)
+_ORDER: dict[str, str] = {}  # id -> its hash: ids are hashed once per process, not once per plan
 
 
-def _fill_deficits(plan: dict[str, int], servers: dict[str, Server], blocks: int, target: int) -> None:
+class _Tally:
+    """A plan's throughput (integer units of ``UNIT``) and replicas per block, kept incrementally:
+    moving one server costs O(its span), not a recount over every server."""
+
+    def __init__(self, plan: dict[str, int], servers: dict[str, Server], blocks: int):
+        self.servers, self.blocks = servers, blocks
+        self.tp = np.zeros(blocks, dtype=np.int64)
+        self.reps = np.zeros(blocks, dtype=np.int64)
+        if sum(s.rate for s in servers.values()) * UNIT * blocks >= _LIMIT:
+            raise UsageError(f"the servers' total rate is too large to tally (keep rate x blocks below "
+                             f"{_LIMIT // UNIT:.3g} requests/s)")
+        if plan:
+            self._count(plan)
+
+    def _count(self, plan: dict[str, int]) -> None:
+        """Every server of ``plan`` at once, as difference arrays (vectorized)."""
+        starts = np.fromiter(plan.values(), dtype=np.int64, count=len(plan))
+        lens, shares = self.lens_shares(plan)
+        for out, add in ((self.tp, shares), (self.reps, np.ones_like(shares))):
+            diff = np.zeros(self.blocks + 1, dtype=np.int64)
+            np.add.at(diff, starts, add)
+            np.add.at(diff, starts + lens, -add)
+            out += np.cumsum(diff[:-1])
+
+    def lens_shares(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_share` of every server in ``ids``, vectorized (the same float ops and rounding)."""
+        chosen = [self.servers[s] for s in ids]
+        caps = np.fromiter((s.capacity for s in chosen), dtype=np.int64, count=len(chosen))
+        rates = np.fromiter((s.rate for s in chosen), dtype=np.float64, count=len(chosen))
+        lens = np.clip(caps, 1, self.blocks)
+        return lens, np.rint(rates / lens * UNIT).astype(np.int64)
+
+    def add(self, sid: str, start: int, sign: int = 1) -> None:
+        n, share = _share(self.servers[sid], self.blocks)
+        self.tp[start:start + n] += sign * share
+        self.reps[start:start + n] += sign
+
+    def place(self, plan: dict[str, int], sid: str, start: int) -> None:
+        """Put ``sid`` at ``start`` in ``plan`` (moving it if it was elsewhere)."""
+        if sid in plan:
+            self.add(sid, plan[sid], -1)
+        plan[sid] = start
+        self.add(sid, start)
+
+    def without(self, sid: str, start: int | None) -> tuple[np.ndarray, np.ndarray]:
+        tp, reps = self.tp.copy(), self.reps.copy()
+        if start is not None:
+            n, share = _share(self.servers[sid], self.blocks)
+            tp[start:start + n] -= share
+            reps[start:start + n] -= 1
+        return tp, reps
+
+    def best_for(self, sid: str, start: int | None, target: int) -> int:
+        """``sid``'s weakest window with everyone else where they are (``start``: where it is now)."""
+        tp, reps = self.without(sid, start)
+        return _weakest(self.servers[sid].span_len(self.blocks), tp, reps, target)
+
+
+def _share(server: Server, blocks: int) -> tuple[int, int]:
+    """(span length, the server's throughput per block in ``UNIT`` s)."""
+    n = server.span_len(blocks)
+    return n, round(server.rate / n * UNIT)
+
+
+def _weakest(n: int, tp: np.ndarray, reps: np.ndarray, target: int) -> int:
+    """:func:`weakest_start`, vectorized over the windows: most blocks below target, weakest, lightest, first."""
+    missing = np.maximum(target - reps, 0)
+    deficit = _window_sums(missing, n)
+    low = np.lib.stride_tricks.sliding_window_view(tp, n).min(axis=1)
+    starts = np.arange(len(low))
+    return int(starts[np.lexsort((starts, _window_sums(tp, n), low, -deficit))[0]])
+
+
+def _window_sums(values: np.ndarray, n: int) -> np.ndarray:
+    c = np.concatenate(([0], np.cumsum(values)))
+    return c[n:] - c[:-n]
+
+
+def _fill_deficits(plan: dict[str, int], tally: _Tally, target: int) -> None:
     """Move spare servers onto blocks below ``target`` replicas until none is, or nobody is spare."""
     for _ in range(len(plan)):
-        reps = replicas(plan, servers, blocks)
-        if reps.min() >= target:
+        if tally.reps.min() >= target:
             return
-        mover = _spare(plan, servers, blocks, target, reps)
+        mover = _spare(plan, tally, target)
         if mover is None:
             return
-        plan[mover] = _best_for(mover, plan, servers, blocks, target)
+        tally.place(plan, mover, tally.best_for(mover, plan[mover], target))
 
 
-def _spare(plan, servers, blocks, target, reps) -> str | None:
+def _window_mins(plan: dict[str, int], tally: _Tally, values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Each planned server's minimum of ``values`` over its span (vectorized per span length)."""
+    ids = list(plan)
+    starts = np.fromiter(plan.values(), dtype=np.int64, count=len(ids))
+    lens, _ = tally.lens_shares(ids)
+    out = np.empty(len(ids), dtype=values.dtype)
+    for n in np.unique(lens):
+        pick = lens == n
+        out[pick] = np.lib.stride_tricks.sliding_window_view(values, int(n)).min(axis=1)[starts[pick]]
+    return ids, out
+
+
+def _spare(plan: dict[str, int], tally: _Tally, target: int) -> str | None:
     """The server whose span is most over-replicated (every block above target, more than needed)."""
-    best, best_key = None, None
-    for sid, start in plan.items():
-        window = reps[start:start + servers[sid].span_len(blocks)]
-        if window.min() <= target:
-            continue
-        key = (int(window.min()), _order(sid))
-        if best_key is None or key > best_key:
-            best, best_key = sid, key
-    return best
+    ids, low = _window_mins(plan, tally, tally.reps)
+    if not len(ids) or low.max() <= target:
+        return None
+    return max((ids[i] for i in np.flatnonzero(low == low.max())), key=_order)
 
 
-def _improve(plan: dict[str, int], servers: dict[str, Server], blocks: int, target: int, gain: float,
-             recent: dict[str, set[int]] | None = None) -> bool:
+def _candidates(plan: dict[str, int], tally: _Tally, movers: int | None) -> list[str]:
+    """Who an improving move is searched among, in hash order: everyone, or the ``movers`` servers
+    whose spans keep the most throughput without them (the most over-provisioned; ties by hash)."""
+    if movers is None or movers >= len(plan):
+        return sorted(plan, key=_order)
+    ids, low = _window_mins(plan, tally, tally.tp)
+    slack = low - tally.lens_shares(ids)[1]
+    cut = np.sort(slack)[-movers]
+    above = [ids[i] for i in np.flatnonzero(slack > cut)]
+    tied = sorted((ids[i] for i in np.flatnonzero(slack == cut)), key=_order)
+    return sorted(above + tied[:movers - len(above)], key=_order)
+
+
+def _improve(plan: dict[str, int], tally: _Tally, target: int, gain: float,
+             recent: dict[str, set[int]], movers: int | None = None) -> bool:
     """Make the single move that raises the bottleneck most, if it raises it by more than ``gain``
     (never back to a start the server left lately: that would be an oscillation)."""
-    now = bottleneck(plan, servers, blocks)
-    best, best_value = None, now * gain
-    for sid in sorted(plan, key=_order):
-        start = _best_for(sid, plan, servers, blocks, target)
-        if start == plan[sid] or start in (recent or {}).get(sid, ()):
-            continue
-        trial = {**plan, sid: start}
-        if replicas(trial, servers, blocks).min() < min(target, replicas(plan, servers, blocks).min()):
-            continue
-        value = bottleneck(trial, servers, blocks)
-        if value > best_value:
+    best, best_value = None, float(tally.tp.min()) * gain
+    floor = min(target, int(tally.reps.min()))
+    for sid in _candidates(plan, tally, movers):
+        value, start = _trial(sid, plan[sid], tally, target, recent.get(sid, ()), floor)
+        if value is not None and value > best_value:
             best, best_value = (sid, start), value
     if best is None:
         return False
-    plan[best[0]] = best[1]
+    tally.place(plan, *best)
     return True
+
+
+def _trial(sid: str, old: int, tally: _Tally, target: int, banned, floor: int) -> tuple[float | None, int]:
+    """The bottleneck if ``sid`` moved from ``old`` to its best window (None: no such move is allowed)."""
+    tp, reps = tally.without(sid, old)
+    n, share = _share(tally.servers[sid], tally.blocks)
+    start = _weakest(n, tp, reps, target)
+    if start == old or start in banned:
+        return None, start
+    tp[start:start + n] += share
+    reps[start:start + n] += 1
+    if reps.min() < floor:
+        return None, start
+    return float(tp.min()), start
 
 
 # ----- Petals --------------------------------------------------------------------------------
@@ -214,10 +338,11 @@ def central(servers: dict[str, Server], blocks: int, *, restarts: int = 8, seed:
     for attempt in range(restarts):
         order = ids if attempt == 0 else list(rng.permutation(ids))
         plan: dict[str, int] = {}
+        tally = _Tally(plan, servers, blocks)
         for sid in order:
-            plan[sid] = _best_for(sid, plan, servers, blocks, 1)
+            tally.place(plan, sid, tally.best_for(sid, None, 1))
         for _ in range(max_rounds):
-            if not _improve(plan, servers, blocks, 1, 1.0 + 1e-9):
+            if not _improve(plan, tally, 1, 1.0 + 1e-9, {}):
                 break
         value = bottleneck(plan, servers, blocks)
         if value > best_value:
