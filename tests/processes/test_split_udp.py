@@ -91,6 +91,7 @@ def test_udp_inference_with_injected_loss_matches_the_simulation(model_file):
     assert counters["samples"] == real["answered"] and counters["datagrams_rejected"] == 0
 
 
+@pytest.mark.slow  # the default tier checks Bernoulli loss over UDP against the simulation; this adds bursts
 @pytest.mark.timeout(240)
 def test_bursty_injected_loss_over_udp_matches_the_simulation(model_file):
     channel = ("--elements", "128", "--order", "sequential")  # 16 packets; bursts wipe whole channel groups

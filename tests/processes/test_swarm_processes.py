@@ -127,6 +127,10 @@ def test_servers_place_themselves_status_shows_it_and_a_client_that_joins_surviv
     procs = {sid: subprocess.Popen([*CLI, "serve", "--model", str(model), "--capacity", "4", "--join", seed, "--id", sid,
                                     "--listen", f"127.0.0.1:{port}", "--duration", "90"], env=env, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for sid, port in ports.items()}
+    procs["intruder"] = subprocess.Popen([*CLI, "serve", "--model", str(model), "--capacity", "4", "--join", seed,
+                                          "--id", "intruder", "--listen", f"127.0.0.1:{_ports(1)[0]}", "--duration",
+                                          "90"], env={**env, "MESHLEARN_SECRET": "not-the-swarm-secret"}, text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # an unauthenticated server
     try:
         for _ in range(20):
             status = _status(model, seed, env)
@@ -144,6 +148,8 @@ def test_servers_place_themselves_status_shows_it_and_a_client_that_joins_surviv
         summary = json.loads(out.strip().splitlines()[-1])
         time.sleep(3.0)
         after = _status(model, seed, env)
+        procs["s0"].send_signal(signal.SIGINT)  # s0 prints its summary: what it refused
+        seed_summary = json.loads(procs["s0"].communicate(timeout=30)[0].strip().splitlines()[-1])
     finally:
         _stop(procs)
     assert summary["answered"] == 300
@@ -153,3 +159,6 @@ def test_servers_place_themselves_status_shows_it_and_a_client_that_joins_surviv
         expected = np.stack([stack.run_span(0, 8, x).numpy() for x in saved["inputs"]])
     assert np.array_equal(saved["outputs"], expected)
     assert victim not in {r["server"] for r in after["servers"]} and len(after["servers"]) == 3
+    assert "intruder" not in {r["server"] for r in status["servers"]}  # it never got in
+    rejected = seed_summary["runtime"]
+    assert rejected.get("handshakes_rejected", 0) + rejected.get("frames_rejected_auth", 0) >= 1, seed_summary

@@ -4,6 +4,8 @@ gets every answer equal to the unsplit model's."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -83,9 +85,16 @@ def test_crashes_are_healed_by_moving_a_spare_and_answers_stay_exact(model):
     assert len(client.outputs) == 400 and all(np.array_equal(client.outputs[i], expected[i]) for i in range(400))
 
 
+class OtherWeights(AnnouncingServer):
+    """Announces blocks 0-1 with digests that are not the model's (other weights, or none of them held)."""
+
+    def _own(self):
+        return replace(super()._own(), digests=("0" * 64,) * (self.end - self.start))
+
+
 def test_a_server_announcing_blocks_it_does_not_hold_is_refused_and_never_used(model):
     servers = _swarm(model[2], n=4)
-    liar = AnnouncingServer("liar", 0, 2, blocks=BLOCKS, seeds=["s0"], digests=["0" * 64] * BLOCKS, target=2)
+    liar = OtherWeights("liar", 0, 2, blocks=BLOCKS, seeds=["s0"], digests=model[2], target=2)
     client, _, expected = _run(model, [*servers, liar], _inputs(20), until=20.0)
     assert all("liar" not in s.directory.entries for s in [*servers, client])
     assert servers[0].directory.rejected["digest"] >= 3  # its seed refuses every heartbeat of the liar
@@ -106,11 +115,12 @@ def test_forged_and_malformed_directory_messages_are_counted(model):
 
 
 def test_a_process_workspace_loads_a_new_span_from_the_model_file_and_drops_the_old(model, tmp_path):
+    from meshlearn.swarm.modelfile import read_header
     from meshlearn.swarm.tasks import LoadSpan, SpanTask
 
     net, stack, digests = model
     path = stack.save(tmp_path / "m.safetensors")
-    assert BlockStack.file_digests(path) == digests
+    assert read_header(path).digests == tuple(digests)
     ws = SpanWorkspace(BlockStack.load(path, 0, 2), model=path)
     ws.run(LoadSpan(1, 3))
     assert ws.stack.held == (1, 2)
@@ -128,3 +138,14 @@ def test_servers_that_placed_themselves_on_stale_views_spread_out_by_filling_the
     client, _, expected = _run(model, servers, _inputs(30), until=20.0)
     assert _replicas(servers, set(ids)) == [2, 2, 2, 2] and sum(s.moves for s in servers) == 2
     assert len(client.outputs) == 30 and all(np.array_equal(client.outputs[i], expected[i]) for i in range(30))
+
+
+def test_a_request_for_blocks_a_moving_server_just_dropped_is_refused_not_a_crash(model, tmp_path):
+    from meshlearn.swarm.tasks import LoadSpan, SpanTask, StepTask
+
+    path = model[1].save(tmp_path / "m.safetensors")
+    ws = SpanWorkspace(BlockStack.load(path, 0, 2), model=path)
+    ws.run(LoadSpan(2, 4))  # the server moved; a request for its old span was already queued
+    result = ws.run(SpanTask(0, 2, _inputs(1)[0]))
+    assert result.y is None and "no longer held" in result.problem
+    assert "no longer held" in ws.run(StepTask(0, 1, np.zeros((1, 1), np.int64), (None,))).problem

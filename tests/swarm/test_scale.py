@@ -10,7 +10,7 @@ from meshlearn.errors import UsageError
 from meshlearn.models.gpt import GPTConfig, build_gpt
 from meshlearn.swarm.blocks import BlockStack, SpanWorkspace
 from meshlearn.swarm.placement import Server, bottleneck, moved, repair, replicas
-from meshlearn.swarm.scale_sim import Directory, ScaleSettings, crash_trace, make_scale_servers, simulate_scale
+from meshlearn.swarm.scale_sim import NearestHosts, ScaleSettings, crash_trace, make_scale_servers, simulate_scale
 
 
 def _servers(n, blocks=32, seed=0, capacity=(1, 3)):
@@ -69,7 +69,7 @@ def test_the_directory_lists_each_blocks_cheapest_hosts_for_a_site():
     servers = [Server("a", 10.0, 1, "site0"), Server("b", 12.0, 1, "site1"), Server("c", 20.0, 1, "site0"),
                Server("d", 5.0, 1, "site0")]
     lat = np.array([[0.001, 0.05], [0.05, 0.001]])
-    directory = Directory(servers, 1, lat, 2)
+    directory = NearestHosts(servers, 1, lat, 2)
     for s in servers:
         directory.serve(s.id, 0)
     directory.refresh()

@@ -99,6 +99,7 @@ def serve_cmd(model: Path = typer.Option(..., "--model", help="The swarm model f
     from meshlearn.split.modelfile import one_thread
     from meshlearn.swarm.announce import AnnouncingServer
     from meshlearn.swarm.blocks import BlockStack, SpanWorkspace
+    from meshlearn.swarm.modelfile import read_header
 
     one_thread()  # torch's thread pool thrashes on small blocks (and the server runs one task at a time)
     stack = BlockStack.load(model, 0, 1)  # the recipe; the span is loaded by the server's first task
@@ -106,7 +107,7 @@ def serve_cmd(model: Path = typer.Option(..., "--model", help="The swarm model f
     runtime = AsyncioRuntime(listen=addr, secret=secret, peers=seeds,
                              executor=InlineExecutor(SpanWorkspace(stack, model=model)))
     server = AnnouncingServer(node_id, span[0] if span else None, size, blocks=stack.num_blocks, seeds=list(seeds),
-                              digests=BlockStack.file_digests(model), target=target, addr=advertise or listen,
+                              digests=read_header(model).digests, target=target, addr=advertise or listen,
                               learn=_learner(runtime), movable=span is None, max_sessions=max_sessions,
                               session_ttl_s=session_ttl)
     runtime.add_node(server)
@@ -118,7 +119,8 @@ def serve_cmd(model: Path = typer.Option(..., "--model", help="The swarm model f
         pass
     print(json.dumps({"served": server.served, "steps": server.steps_served, "refused": server.refused,
                       "blocks": f"{server.start}:{server.end}", "moves": server.moves,
-                      "rejected": dict(server.directory.rejected)}), flush=True)
+                      "rejected": dict(server.directory.rejected),
+                      "runtime": {k: v for k, v in runtime.stats.items() if v}}), flush=True)
 
 
 def _size(span: tuple[int, int] | None, capacity: int | None, num_blocks: int) -> int:
@@ -208,15 +210,15 @@ def _placement_options(server: list[str], join: list[str]):
 def _client(model: Path, spans, runtime, kind: str, *args, **kw):
     """The client node: over the given ``spans``, or following the swarm's directory (``spans`` None)."""
     from meshlearn.swarm.announce import DirectoryClient, DirectoryGenerator
-    from meshlearn.swarm.blocks import BlockStack
     from meshlearn.swarm.generate import GenerationClient
+    from meshlearn.swarm.modelfile import read_header
     from meshlearn.swarm.nodes import SwarmClient
     from meshlearn.swarm.placement import Server
 
     if spans is None:
         cls = DirectoryClient if kind == "stateless" else DirectoryGenerator
-        blocks = len(BlockStack.load(model, 0, 1).specs) - 1
-        return cls("client", list(runtime.peers), blocks, *args, digests=BlockStack.file_digests(model),
+        header = read_header(model)
+        return cls("client", list(runtime.peers), header.blocks, *args, digests=header.digests,
                    learn=_learner(runtime), **kw)
     cls = SwarmClient if kind == "stateless" else GenerationClient
     view = {sid: Server(sid, 1.0, end - start, "A") for sid, (start, end) in spans.items()}
@@ -294,11 +296,11 @@ def status_cmd(model: Path = typer.Option(..., "--model", help="The swarm model 
     secret = read_secret(secret_file, insecure)
     from meshlearn.runtime import AsyncioRuntime
     from meshlearn.swarm.announce import StatusProbe
-    from meshlearn.swarm.blocks import BlockStack
+    from meshlearn.swarm.modelfile import read_header
 
-    blocks = len(BlockStack.load(model, 0, 1).specs) - 1
+    header = read_header(model)  # no torch: status starts at once
     runtime = AsyncioRuntime(peers=seeds, secret=secret)
-    probe = StatusProbe("status", list(seeds), blocks, digests=BlockStack.file_digests(model), wait_s=wait,
+    probe = StatusProbe("status", list(seeds), header.blocks, digests=header.digests, wait_s=wait,
                         learn=_learner(runtime))
     runtime.add_node(probe)
     runtime.run_forever()

@@ -31,8 +31,12 @@ the span only when the load is done, and serves the old span until then.
 **Throughput** is measured, not declared: an exponential average of the time its executor took per
 request through its span (``rate`` is only the first guess, before any request).
 
-**Trust.** Entries relayed by a third server are accepted if their digests match the model's; only
-the owner's own entry is bound to the authenticated sender. An insider can therefore relay a
+**Trust.** A server announces the digests its workspace computed over the blocks it loaded, so one
+holding other weights (another model version, a damaged file) is refused by every directory that
+knows the model file's digests. A deliberate liar can copy the right digests; what catches it is the
+client's check of every answer (it is banned after its first bad one). Entries relayed by a third
+server are accepted if their digests match the model's; only the owner's own entry is bound to the
+authenticated sender. An insider can therefore relay a
 made-up newer entry for another server (a denial of service: clients then ban that server after its
 refusals); signing entries with per-node keys would close it.
 """
@@ -63,9 +67,8 @@ class AnnouncingServer(SwarmServer):
     def __init__(self, node_id: str, start: int | None, span: int, *, blocks: int, seeds: Sequence[str] = (),
                  rate: float = 1.0, site: str = "A", digests: Sequence[str] | None = None, target: int = 2,
                  announce_s: float = 1.0, ttl_s: float = 3.5, settle_s: float = 1.5, settle_max_s: float = 15.0,
-                 fanout: int = 2,
-                 addr: str = "", learn: Callable[[str, str], None] | None = None, movable: bool = True,
-                 **server_kw):
+                 fanout: int = 2, addr: str = "", learn: Callable[[str, str], None] | None = None,
+                 movable: bool = True, **server_kw):
         super().__init__(node_id, 0, 0, **server_kw)  # hosts nothing until its span is loaded
         self.addr, self.learn, self.movable = addr, learn, movable
         self.span, self.blocks, self.site, self.target = span, blocks, site, target
@@ -75,8 +78,10 @@ class AnnouncingServer(SwarmServer):
         self.announce_s, self.settle_s, self.settle_max_s, self.fanout = announce_s, settle_s, settle_max_s, fanout
         self.directory = Directory(blocks, digests=digests, ttl_s=ttl_s)
         self.loading: int | None = None  # task id of the span being loaded
+        self.held_digests: tuple[str, ...] = ()  # of the blocks it holds, computed by the workspace
         self.submitted: dict[int, float] = {}  # request task id -> when it was submitted
         self.moves = 0
+        self.short_ticks = 0  # consecutive periods whose view had a block below target
 
     # ----- life cycle ---------------------------------------------------------------------
     def on_start(self, ctx: Context) -> None:
@@ -105,7 +110,9 @@ class AnnouncingServer(SwarmServer):
             super().on_timer(ctx, name)
 
     def _tick(self, ctx: Context) -> None:
-        if self.directory.expire(ctx.now) or min(self.directory.replicas()) < self.target:
+        short = min(self.directory.replicas()) < self.target
+        self.short_ticks = self.short_ticks + 1 if short else 0
+        if self.directory.expire(ctx.now) or self.short_ticks >= 2:  # a gap seen twice: not a view in flux
             self._replan(ctx)
         members = sorted(set(self.directory.entries) - {self.node_id}) or self.seeds
         self.seq += 1
@@ -166,8 +173,7 @@ class AnnouncingServer(SwarmServer):
                 _take(self.directory, entry, ctx.now, src, self.learn)
 
     def _own(self) -> Announcement:
-        digests = self.directory.digests[self.start:self.end] if self.directory.digests else ()
-        return Announcement(self.node_id, self.start, self.end, self.rate, self.seq, self.site, tuple(digests),
+        return Announcement(self.node_id, self.start, self.end, self.rate, self.seq, self.site, self.held_digests,
                             self.span, self.addr)
 
     def _dir_message(self) -> Message:
@@ -186,6 +192,7 @@ class AnnouncingServer(SwarmServer):
             if self.end > self.start and self.start != self.wanted:
                 self.sessions.clear()  # generation caches of the old span: their clients replay elsewhere
             self.start, self.end = self.wanted, self.wanted + self.span
+            self.held_digests = tuple(result or ())
             self.seq += 1
             self.directory.offer(self._own(), ctx.now)
             ctx.record("swarm.span_start", float(self.start))

@@ -53,12 +53,12 @@ from meshlearn.learn.params import mismatches
 from meshlearn.learn.torchio import set_params, state_to_numpy
 from meshlearn.models.gpt import GPT, GPTConfig, KVCache, build_gpt
 from meshlearn.models.zoo import build_model
+from meshlearn.swarm.modelfile import FORMAT, read_header
 from meshlearn.swarm.tasks import CachedBlock, LoadSpan, SpanResult, StepResult, StepTask
 from meshlearn.wire.files import load_tensors, save_tensors
 
 __all__ = ["FORMAT", "ActivationSpec", "BlockCache", "BlockStack", "SpanWorkspace", "generate_local"]
 
-FORMAT = "meshlearn.swarm/1"
 
 
 @dataclass(frozen=True)
@@ -158,10 +158,7 @@ class BlockStack:
     def load(cls, path: str | Path, start: int = 0, stop: int | None = None) -> BlockStack:
         """Blocks ``start .. stop - 1`` (default: all) from a model file written by :meth:`save`; only their
         tensors are read."""
-        _, meta = load_tensors(path, names=())
-        if meta.get("format") != FORMAT:
-            raise UsageError(f"{path} is not a swarm model file (format {meta.get('format')!r}, want {FORMAT!r}); "
-                             "write one with BlockStack.save")
+        meta = read_header(path).meta
         stack = cls(meta["recipe"], meta["groups"], {})
         span = stack._span(start, stop)
         names = [f"blocks.{i}.{key}" for i in span for key in stack._skeleton[i].state_dict()]
@@ -183,14 +180,6 @@ class BlockStack:
         meta = {"format": FORMAT, "recipe": self.recipe, "groups": list(self.groups),
                 "digests": [self.digest(i) for i in range(self.num_blocks)]}
         return save_tensors(Path(path), tensors, meta)
-
-    @staticmethod
-    def file_digests(path: str | Path) -> list[str] | None:
-        """The per-block digests a model file was saved with (reads only its header; None: an older file
-        without them). What a directory checks announcements against."""
-        _, meta = load_tensors(path, names=())
-        digests = meta.get("digests")
-        return list(digests) if isinstance(digests, list) else None
 
     # ------------------------------------------------------------------ what is held
     @property
@@ -323,14 +312,24 @@ class SpanWorkspace:
             return self.step(task)
         if isinstance(task, LoadSpan):
             return self.load(task)
+        gone = self._not_held(task)
+        if gone:
+            return SpanResult(None, gone)
         try:
             with torch.no_grad():
                 return SpanResult(self.stack.run_span(task.start, task.end, task.x).numpy())
         except ProtocolError as exc:
             return SpanResult(None, str(exc))
 
-    def load(self, task: LoadSpan) -> None:
-        """Hold blocks ``[start, end)``: read the missing ones from ``model``; with a model file, drop the rest."""
+    def _not_held(self, task: Any) -> str | None:
+        """Why a request for blocks the stack no longer holds is refused (its server moved to another span
+        while the request waited; the node still announced the old one): the client routes around it."""
+        missing = [i for i in range(task.start, task.end) if i not in self.stack.held]
+        return f"blocks {missing} are no longer held here (this server moved to another span)" if missing else None
+
+    def load(self, task: LoadSpan) -> tuple[str, ...]:
+        """Hold blocks ``[start, end)``: read the missing ones from ``model``; with a model file, drop the rest.
+        Returns the digests of the span's blocks as held (what the server announces)."""
         span = self.stack._span(task.start, task.end)
         missing = [i for i in span if i not in self.stack.held]
         if missing and self.model is None:
@@ -342,12 +341,16 @@ class SpanWorkspace:
         if self.model is not None:
             for i in [i for i in self.stack.held if i not in span]:
                 self.stack.drop(i)
+        return tuple(self.stack.digest(i) for i in span)
 
     def step(self, task: StepTask) -> StepResult:
         """One generation step of blocks ``[start, end)`` with the caches the task carries (see tasks.py)."""
         if len(task.caches) != task.end - task.start:
             raise UsageError(f"a step over blocks [{task.start}, {task.end}) needs one cache entry per block, "
                              f"got {len(task.caches)}")
+        gone = self._not_held(task)
+        if gone:
+            return StepResult(None, (), gone)
         y, out = task.x, []
         try:
             with torch.no_grad():

@@ -17,7 +17,7 @@ model. Around the nodes, this module is the harness:
   the same plan (:func:`~meshlearn.swarm.placement.repair` with a bounded mover search) and a server
   that takes a new span keeps serving its old one until the new blocks are loaded
   (``load_s_per_block`` each);
-* **clients**: the view a client routes on is a :class:`Directory` entry per site: for each block,
+* **clients**: the view a client routes on is a :class:`NearestHosts` entry per site: for each block,
   the ``candidates`` cheapest live hosts for that site (what a client asks the swarm's directory
   for), refreshed in place when the view changes. Only servers in some client's route do any work,
   which is what makes 10,000 node objects cheap.
@@ -47,7 +47,7 @@ from meshlearn.swarm.nodes import SwarmClient, SwarmServer
 from meshlearn.swarm.placement import Server, replicas, repair
 from meshlearn.wire import FrameCodec
 
-__all__ = ["ScaleSettings", "SiteNetwork", "Directory", "PacedClient", "make_scale_servers", "crash_trace",
+__all__ = ["ScaleSettings", "SiteNetwork", "NearestHosts", "PacedClient", "make_scale_servers", "crash_trace",
            "simulate_scale"]
 
 
@@ -136,7 +136,7 @@ class SiteNetwork(Network):
         return link
 
 
-class Directory:
+class NearestHosts:
     """Per site, the view its clients route on: each block's ``k`` cheapest live hosts (for a client
     there: latency to the host's site + span length / rate, as :func:`~meshlearn.swarm.routing.route`
     costs it; ties by id). The dicts are the clients' own ``placement`` / ``servers``, updated in place."""
@@ -216,7 +216,7 @@ class _Membership:
     sim: Simulator
     servers: dict[str, Server]  # live in the view
     nodes: dict[str, SwarmServer]
-    directory: Directory
+    directory: NearestHosts
     plan: dict[str, int] = field(default_factory=dict)
     left: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     migrations: int = 0
@@ -303,7 +303,7 @@ def _build(cfg: ScaleSettings, workspace, blocks, inputs, rng, seed, flops_per_b
     servers = make_scale_servers(cfg, rng)
     latency = cfg.latency()
     nodes = {s.id: SwarmServer(s.id, 0, 0) for s in servers}
-    directory = Directory(servers, blocks, latency, cfg.candidates)
+    directory = NearestHosts(servers, blocks, latency, cfg.candidates)
     clients, picks = _clients(cfg, blocks, inputs, directory, latency, rng)
     site_of = {s.id: int(s.site.removeprefix("site")) for s in servers}
     site_of.update({c.node_id: int(c.site.removeprefix("site")) for c in clients})

@@ -4,8 +4,9 @@ The tasks are plain data; the workspace that runs them (:class:`meshlearn.swarm.
 the one place where torch is touched, so swarm nodes stay sans-I/O and torch-free like every node.
 
 * :class:`SpanTask` → :class:`SpanResult`: blocks ``[start, end)`` on a whole activation (``sw.run``).
-* :class:`LoadSpan` → None: make blocks ``[start, end)`` ready to run (a server taking a new span: the
-  workspace loads them from the model file and drops the others; in the simulator it holds them all).
+* :class:`LoadSpan` → the digests of the blocks as held: make blocks ``[start, end)`` ready to run (a
+  server taking a new span: the workspace loads them from the model file and drops the others; in the
+  simulator it holds them all). The server announces those digests, computed from what it holds.
 * :class:`StepTask` → :class:`StepResult`: one generation step of blocks ``[start, end)`` on the *new*
   positions only, with the caches of the earlier ones. **The caches travel with the task**: the server
   node keeps them (one :class:`CachedBlock` per (client, session, block)), hands them to the workspace
