@@ -1,4 +1,4 @@
-"""`meshlearn swarm`: a model partitioned across server processes (issue 13, first real-process step).
+"""`meshlearn swarm`: a model partitioned across server processes (issue 13).
 
     meshlearn swarm init gpt.safetensors                                   # an 8-block tiny GPT
     meshlearn swarm serve --model gpt.safetensors --blocks 0:4 --id s0 --listen 127.0.0.1:7300 --secret-file key

@@ -11,8 +11,8 @@ fails ``check`` (the activation spec at its boundary; a wrong batch size always 
 for the request and for ``ban_s`` seconds for every request, and the request is routed again *from the
 boundary it reached*, with the activation it already holds: nothing is recomputed before that boundary. Late answers of an abandoned attempt are ignored.
 
-This step's clients take the placement as given (``placement``); servers announcing their spans
-over the overlay is the next step.
+These clients take the placement as given (``placement``); servers that announce their spans and
+place themselves, and clients that follow those announcements, are in :mod:`meshlearn.swarm.announce`.
 
 **Generation sessions** (the client is :class:`meshlearn.swarm.generate.GenerationClient`):
 
