@@ -42,8 +42,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=1.0)
     args = ap.parse_args()
-    env = {**os.environ, "MESHLEARN_SECRET": "benchmark-swarm-secret-32-bytes!"}
     tmp = Path(tempfile.mkdtemp())
+    env = {**os.environ, "MESHLEARN_SECRET": "benchmark-swarm-secret-32-bytes!",
+           "MESHLEARN_RUNS": str(tmp / "runs")}
     model = tmp / "gpt.safetensors"
     subprocess.run([*CLI, "init", str(model)], env=env, check=True, capture_output=True)
     ports = dict(zip(SPANS, free_ports(len(SPANS))))

@@ -60,9 +60,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--servers", type=int, default=5)
     args = ap.parse_args()
-    os.environ["MESHLEARN_SECRET"] = SECRET
-    env = dict(os.environ)
     tmp = Path(tempfile.mkdtemp())
+    os.environ.update(MESHLEARN_SECRET=SECRET, MESHLEARN_RUNS=str(tmp / "runs"))
+    env = dict(os.environ)
     model = tmp / "gpt.safetensors"
     subprocess.run([*CLI, "init", str(model)], env=env, check=True, capture_output=True)
     from meshlearn.swarm.modelfile import read_header

@@ -18,6 +18,10 @@ pytestmark = [pytest.mark.processes, pytest.mark.timeout(180)]
 CLI = [sys.executable, "-m", "meshlearn", "swarm"]
 
 
+def _env(tmp_path):
+    return {**os.environ, "MESHLEARN_SECRET": "a-swarm-test-secret-of-32-bytes!", "MESHLEARN_RUNS": str(tmp_path / "runs")}
+
+
 def _ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -55,7 +59,7 @@ def test_answers_survive_a_killed_server_and_equal_the_single_process_model(tmp_
 
     from meshlearn.swarm.blocks import BlockStack
 
-    env = {**os.environ, "MESHLEARN_SECRET": "a-swarm-test-secret-of-32-bytes!"}
+    env = _env(tmp_path)
     model = tmp_path / "gpt.safetensors"
     subprocess.run([*CLI, "init", str(model)], env=env, check=True, capture_output=True)
     procs, servers = _serve(model, {"s0": "0:4", "s1": "0:4", "s2": "4:8", "s3": "4:8"}, env, duration=120)
@@ -86,7 +90,7 @@ def test_generation_survives_a_killed_server_and_equals_the_single_process_text(
     from meshlearn.swarm.blocks import BlockStack, generate_local
     from meshlearn.swarm.generate import Sampler
 
-    env = {**os.environ, "MESHLEARN_SECRET": "a-swarm-test-secret-of-32-bytes!"}
+    env = _env(tmp_path)
     model, prompt, vocab = tmp_path / "gpt.safetensors", "The weather is ", CharVocab.from_text(load_corpus())
     BlockStack.from_gpt(build_gpt(GPTConfig(vocab.size, n_blocks=6), 0)).save(model)  # what `swarm init` writes
     procs, servers = _serve(model, {"s0": "0:3", "s1": "0:3", "s2": "3:6"}, env)
@@ -119,7 +123,7 @@ def test_servers_place_themselves_status_shows_it_and_a_client_that_joins_surviv
 
     from meshlearn.swarm.blocks import BlockStack
 
-    env = {**os.environ, "MESHLEARN_SECRET": "a-swarm-test-secret-of-32-bytes!"}
+    env = _env(tmp_path)
     model = tmp_path / "gpt.safetensors"
     subprocess.run([*CLI, "init", str(model)], env=env, check=True, capture_output=True)
     ports = dict(zip(["s0", "s1", "s2", "s3"], _ports(4)))
@@ -160,5 +164,12 @@ def test_servers_place_themselves_status_shows_it_and_a_client_that_joins_surviv
     assert np.array_equal(saved["outputs"], expected)
     assert victim not in {r["server"] for r in after["servers"]} and len(after["servers"]) == 3
     assert "intruder" not in {r["server"] for r in status["servers"]}  # it never got in
+    from meshlearn.store import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    runs = {r.name: r for r in store.list_runs()}
+    assert runs[f"swarm-serve-{victim}"].status == "died" and runs["swarm-serve-s0"].status == "interrupted"
+    members = store.open_run(runs["swarm-serve-s0"].id).metrics_reader().rows("swarm.members")
+    assert max(r.value for r in members) >= 4  # its view, period by period, streamed into its run
     rejected = seed_summary["runtime"]
     assert rejected.get("handshakes_rejected", 0) + rejected.get("frames_rejected_auth", 0) >= 1, seed_summary

@@ -67,8 +67,10 @@ def _replicas(servers, alive):
 
 def test_servers_place_themselves_without_picking_the_same_blocks(model):
     servers = _swarm(model[2])
-    client, _, expected = _run(model, servers, _inputs(10), until=20.0)
+    client, sim, expected = _run(model, servers, _inputs(10), until=20.0)
     assert _replicas(servers, {s.node_id for s in servers}) == [3, 3, 3, 3]  # 6 servers x 2 blocks, spread evenly
+    last = [r for r in sim.sink.rows if r["key"] == "swarm.min_replicas" and r["round"] == servers[0].ticks]
+    assert [r["value"] for r in last] == [3.0] * 6  # the metric stream: every server's view, period by period
     assert len(client.outputs) == 10 and all(np.array_equal(client.outputs[i], expected[i]) for i in range(10))
     assert all(len(s.directory.entries) == 6 for s in servers)
 

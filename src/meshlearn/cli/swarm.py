@@ -33,6 +33,7 @@ from typing import Optional
 
 import typer
 
+from meshlearn.cli.console import RUNS_DIR_HELP
 from meshlearn.cli.deploy import INSECURE, SECRET_FILE, address, check_can_listen, read_secret
 from meshlearn.cli.swarm_train import train_cmd, train_serve_cmd
 from meshlearn.errors import UsageError
@@ -79,6 +80,8 @@ def serve_cmd(model: Path = typer.Option(..., "--model", help="The swarm model f
                                                       "server at (default: --listen)."),
               target: int = typer.Option(2, "--target", help="Replicas wanted per block (self-placement)."),
               duration: Optional[float] = typer.Option(None, "--duration", help="Stop after this many seconds."),
+              runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP + " Each period's "
+                                                      "span, rate, requests and view go to a run there."),
               max_sessions: int = typer.Option(64, "--max-sessions", help="Generation sessions held at once (KV "
                                                "caches); one more is refused."),
               session_ttl: float = typer.Option(60.0, "--session-ttl", help="Seconds an idle generation session "
@@ -104,7 +107,8 @@ def serve_cmd(model: Path = typer.Option(..., "--model", help="The swarm model f
     one_thread()  # torch's thread pool thrashes on small blocks (and the server runs one task at a time)
     stack = BlockStack.load(model, 0, 1)  # the recipe; the span is loaded by the server's first task
     size = _size(span, capacity, stack.num_blocks)
-    runtime = AsyncioRuntime(listen=addr, secret=secret, peers=seeds,
+    run = _open_run(runs_dir, node_id, model, listen, span, size, target)
+    runtime = AsyncioRuntime(listen=addr, secret=secret, peers=seeds, sink=_Stream(run.metrics),
                              executor=InlineExecutor(SpanWorkspace(stack, model=model)))
     server = AnnouncingServer(node_id, span[0] if span else None, size, blocks=stack.num_blocks, seeds=list(seeds),
                               digests=read_header(model).digests, target=target, addr=advertise or listen,
@@ -112,15 +116,43 @@ def serve_cmd(model: Path = typer.Option(..., "--model", help="The swarm model f
                               session_ttl_s=session_ttl)
     runtime.add_node(server)
     where = f"blocks {span[0]}:{span[1]}" if span else f"{size} blocks, placing itself"
-    print(f"{node_id} serving {where} of {model} on {listen}", file=sys.stderr, flush=True)
+    print(f"{node_id} serving {where} of {model} on {listen}; run {run.id}", file=sys.stderr, flush=True)
+    ended = "failed"
     try:
         runtime.run_forever(duration)
+        ended = "completed"
     except KeyboardInterrupt:
-        pass
+        ended = "interrupted"
+    finally:
+        run.finish(ended, **{f"stat_{k}": v for k, v in runtime.stats.items() if v})
     print(json.dumps({"served": server.served, "steps": server.steps_served, "refused": server.refused,
                       "blocks": f"{server.start}:{server.end}", "moves": server.moves,
                       "rejected": dict(server.directory.rejected),
                       "runtime": {k: v for k, v in runtime.stats.items() if v}}), flush=True)
+
+
+def _open_run(runs_dir, node_id: str, model: Path, listen: str, span, size: int, target: int):
+    import tomli_w
+
+    from meshlearn.store import RunStore
+
+    options = {"id": node_id, "model": str(model), "listen": listen, "size": size, "target": target,
+               "blocks": f"{span[0]}:{span[1]}" if span else "self-placed"}
+    return RunStore(runs_dir).create_run(f"swarm-serve-{node_id}", tomli_w.dumps(options),
+                                         {"kind": "swarm-serve", "command": "meshlearn swarm serve"})
+
+
+class _Stream:
+    """The runtime's metric sink: rows into the run's metrics, committed at least every 2 s (readable live)."""
+
+    def __init__(self, metrics):
+        self.metrics, self.flushed = metrics, time.monotonic()
+
+    def log(self, key: str, value: float, **kw) -> None:
+        self.metrics.log(key, value, **kw)
+        if time.monotonic() - self.flushed > 2.0:
+            self.metrics.flush()
+            self.flushed = time.monotonic()
 
 
 def _size(span: tuple[int, int] | None, capacity: int | None, num_blocks: int) -> int:

@@ -28,6 +28,10 @@ so never pick the same blocks. It does not place itself before it has heard from
 the model file in a process; the simulator's stack holds every block already); the server announces
 the span only when the load is done, and serves the old span until then.
 
+**Metrics**: each period the server records ``swarm.span_start`` / ``span_end`` / ``rate`` / ``served`` /
+``refused`` / ``members`` / ``min_replicas`` / ``moves`` (per node, the period as the round): a process
+streams them into its run store (``swarm serve --runs-dir``).
+
 **Throughput** is measured, not declared: an exponential average of the time its executor took per
 request through its span (``rate`` is only the first guess, before any request).
 
@@ -82,6 +86,7 @@ class AnnouncingServer(SwarmServer):
         self.submitted: dict[int, float] = {}  # request task id -> when it was submitted
         self.moves = 0
         self.short_ticks = 0  # consecutive periods whose view had a block below target
+        self.ticks = 0  # announce periods so far (the run store's "round")
 
     # ----- life cycle ---------------------------------------------------------------------
     def on_start(self, ctx: Context) -> None:
@@ -110,6 +115,7 @@ class AnnouncingServer(SwarmServer):
             super().on_timer(ctx, name)
 
     def _tick(self, ctx: Context) -> None:
+        self._report(ctx)
         short = min(self.directory.replicas()) < self.target
         self.short_ticks = self.short_ticks + 1 if short else 0
         if self.directory.expire(ctx.now) or self.short_ticks >= 2:  # a gap seen twice: not a view in flux
@@ -125,6 +131,16 @@ class AnnouncingServer(SwarmServer):
                 ctx.send(seed, Message.make(ASK))
         for i in ctx.rng.permutation(len(members))[:self.fanout] if members else ():
             ctx.send(members[int(i)], self._dir_message())
+
+    def _report(self, ctx: Context) -> None:
+        """One row per period for the run store: what it hosts, how fast, how big its view is."""
+        self.ticks += 1
+        reps = self.directory.replicas()
+        for key, value in (("span_start", self.start), ("span_end", self.end), ("rate", self.rate),
+                           ("served", self.served + self.steps_served), ("refused", self.refused),
+                           ("members", len(self.directory.entries)), ("min_replicas", min(reps)),
+                           ("moves", self.moves)):
+            ctx.record(f"swarm.{key}", float(value), round=self.ticks, per_node=True)
 
     # ----- placement ----------------------------------------------------------------------
     def _me(self) -> Server:
@@ -195,7 +211,6 @@ class AnnouncingServer(SwarmServer):
             self.held_digests = tuple(result or ())
             self.seq += 1
             self.directory.offer(self._own(), ctx.now)
-            ctx.record("swarm.span_start", float(self.start))
             return
         began = self.submitted.pop(task_id, None)
         if began is not None and ctx.now > began:
